@@ -1,0 +1,13 @@
+"""gqlearn: group-wise int8 quantization of LLM weights, the library behind the course."""
+
+from . import metrics
+from ._parallel import default_threads, set_num_threads
+from .core import QuantizedTensor, dequantize, qmax_for_bits, quantize
+from .group_size import choose_group_size, halving_sequence
+from .metrics import error_report
+
+__version__ = "0.1.0"
+
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "choose_group_size",
+           "halving_sequence", "error_report", "metrics", "default_threads", "set_num_threads",
+           "__version__"]

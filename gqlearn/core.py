@@ -1,0 +1,378 @@
+"""Group-wise symmetric absmax quantization: ``quantize``, ``dequantize``, ``QuantizedTensor``.
+
+The scheme is the course's (and llama.cpp's Q8_0, and llama2.c's ``quantize_q80``)::
+
+    qmax  = 2**(bits - 1) - 1                   # 127 at 8 bits
+    scale = max(|group|) / qmax                 # one float32 per group
+    q     = clip(round(w / scale), -qmax, qmax) # stored as int8
+    w'    = q * scale                           # dequantized, float32
+
+An all-zero group (or one so tiny that ``scale`` underflows to 0) gets scale 1.0 and zeros.
+
+Where implementations differ, only at rounding ties
+----------------------------------------------------
+``w / scale`` lands exactly on ``k + 0.5`` for a few weights in a large tensor; there the
+result depends on three choices:
+
+* the rounding rule: half away from zero (C ``roundf``, Rust ``f32::round``, llama.cpp) or half
+  to even (numpy ``rint``, ``torch.round``, llama2.c's ``export.py``): ``rounding=``;
+* dividing by the scale (the course, llama2.c) or multiplying by its float32 reciprocal
+  (llama.cpp: ``id = 1/d; q = roundf(x * id)``), which can differ in the last bit of the
+  quotient: ``reciprocal=``;
+* the stored scale's dtype: Q8_0 stores ``d`` as float16, so its dequantized weights use the
+  float16-rounded scale (``gqlearn.formats.to_q8_0``).
+
+``quantize(w, 32, rounding="half_away", reciprocal=True)`` gives llama.cpp Q8_0's values,
+and ``quantize(w, gs, rounding="half_even")`` gives llama2.c ``quantize_q80``'s values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from . import _parallel
+from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
+                      nonfinite_error)
+from ._parallel import Block, plan_blocks, run_blocks, scratch
+
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "BASELINE_BITS"]
+
+Rounding = Literal["half_away", "half_even"]
+
+# Bits per weight of the float formats a quantized tensor is compared against.
+BASELINE_BITS = {"float32": 32, "fp32": 32, "float16": 16, "fp16": 16, "bfloat16": 16, "bf16": 16}
+
+
+def qmax_for_bits(bits: int) -> int:
+    """Largest quantized magnitude for symmetric ``bits``-bit quantization: ``2**(bits-1) - 1``."""
+    return 2 ** (check_bits(bits) - 1) - 1
+
+
+@dataclass(frozen=True, eq=False)
+class QuantizedTensor:
+    """A tensor quantized group-wise along its last axis.
+
+    Attributes
+    ----------
+    values : numpy.ndarray
+        int8 quantized values, same shape as the original tensor, within ``±qmax``.
+    scales : numpy.ndarray
+        float32 scales, shape ``(*shape[:-1], shape[-1] // group_size)``.
+    group_size : int
+        Consecutive weights along the last axis that share a scale.
+    bits : int
+        Bit width (2 to 8); values lie in ``[-qmax, qmax]`` with ``qmax = 2**(bits-1) - 1``.
+    rounding : str
+        ``"half_away"`` or ``"half_even"``, as passed to :func:`quantize`.
+    reciprocal : bool
+        Whether ``w * (1/scale)`` was used instead of ``w / scale``.
+
+    Memory accounting assumes values packed at ``bits`` bits and one float32 scale per group.
+    """
+
+    values: np.ndarray
+    scales: np.ndarray
+    group_size: int
+    bits: int = 8
+    rounding: str = "half_away"
+    reciprocal: bool = False
+    _checked: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self._checked:
+            return
+        values, scales = np.asarray(self.values), np.asarray(self.scales)
+        if values.dtype != np.int8:
+            raise TypeError(f"values must be int8, got {values.dtype}")
+        if scales.dtype != np.float32:
+            raise TypeError(f"scales must be float32, got {scales.dtype}")
+        check_bits(self.bits)
+        check_rounding(self.rounding)
+        if values.ndim == 0 or values.size == 0:
+            raise ValueError(f"values must be a non-empty array with at least one axis, "
+                             f"got shape {values.shape}")
+        gs = check_group_size(self.group_size, values.shape[-1])
+        expected = (*values.shape[:-1], values.shape[-1] // gs)
+        if scales.shape != expected:
+            raise ValueError(f"scales have shape {scales.shape}, but values of shape "
+                             f"{values.shape} with group_size {gs} need {expected}")
+        if not np.isfinite(scales).all() or (scales <= 0).any():
+            raise ValueError("scales must be finite and positive")
+        qmax = 2 ** (self.bits - 1) - 1
+        if values.min() < -qmax or values.max() > qmax:
+            raise ValueError(f"values must lie in [-{qmax}, {qmax}] for {self.bits} bits")
+        object.__setattr__(self, "values", values)
+        object.__setattr__(self, "scales", scales)
+        object.__setattr__(self, "group_size", gs)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Shape of the original tensor."""
+        return self.values.shape
+
+    @property
+    def size(self) -> int:
+        """Number of weights."""
+        return self.values.size
+
+    @property
+    def n_groups(self) -> int:
+        """Number of groups, i.e. of scales."""
+        return self.scales.size
+
+    @property
+    def qmax(self) -> int:
+        """Largest quantized magnitude, ``2**(bits-1) - 1``."""
+        return 2 ** (self.bits - 1) - 1
+
+    @property
+    def values_nbytes(self) -> int:
+        """Bytes of the quantized values packed at ``bits`` bits each (rounded up)."""
+        return -(-self.size * self.bits // 8)
+
+    @property
+    def scales_nbytes(self) -> int:
+        """Bytes of the float32 scales."""
+        return 4 * self.n_groups
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes to store the tensor: packed values plus float32 scales."""
+        return self.values_nbytes + self.scales_nbytes
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Storage cost per weight, ``bits + 32 / group_size``."""
+        return 8 * self.nbytes / self.size
+
+    def compression_ratio(self, against: str = "float32") -> float:
+        """How many times smaller than the same tensor stored as ``against``.
+
+        Parameters
+        ----------
+        against : {"float32", "float16", "bfloat16"} (or "fp32", "fp16", "bf16")
+        """
+        try:
+            baseline = BASELINE_BITS[against]
+        except KeyError:
+            raise ValueError(f"unknown baseline {against!r}; use one of "
+                             f"{sorted(BASELINE_BITS)}") from None
+        return baseline * self.size / (8 * self.nbytes)
+
+    def dequantize(self, **kwargs: object) -> np.ndarray:
+        """Same as :func:`gqlearn.dequantize` applied to this tensor."""
+        return dequantize(self, **kwargs)  # type: ignore[arg-type]
+
+    def __repr__(self) -> str:
+        return (f"QuantizedTensor(shape={self.shape}, group_size={self.group_size}, "
+                f"bits={self.bits}, rounding={self.rounding!r}, n_groups={self.n_groups}, "
+                f"bits_per_weight={self.bits_per_weight:.3f})")
+
+
+def _as_groups(w: np.ndarray, group_size: int) -> np.ndarray:
+    """View ``w`` as ``(n_groups, group_size)``; copies only if ``w`` is not C-contiguous."""
+    return np.ascontiguousarray(w).reshape(-1, group_size)
+
+
+# Group sizes up to this are reduced through a transposed copy (measured faster on x86-64).
+_TRANSPOSE_BELOW = 128
+
+# Below this absmax the scale is subnormal and w / scale can overshoot qmax; above it the
+# quotient is provably within qmax + 0.5, so clipping is skipped.
+_TINY = float(np.finfo(np.float32).tiny)
+
+
+def _round_inplace(y: np.ndarray, rounding: str) -> None:
+    if rounding == "half_even":
+        np.rint(y, out=y)
+        return
+    # Half away from zero, exact for every float32 (unlike trunc(y + copysign(0.5, y)), which
+    # turns 0.49999997 into 1): t = trunc(y); y = t + trunc(2 * (y - t)).
+    t = scratch("round", y.size).reshape(y.shape)
+    np.trunc(y, out=t)
+    np.subtract(y, t, out=y)
+    np.add(y, y, out=y)
+    np.trunc(y, out=y)
+    np.add(y, t, out=y)
+
+
+def _block_absmax(src: np.ndarray) -> np.ndarray:
+    """Per-row max |x| of a 2-D block (any float dtype), in float32."""
+    k, n = src.shape
+    a = scratch("absmax", src.size)
+    if n <= _TRANSPOSE_BELOW:
+        # numpy reduces short rows slowly (per-row overhead); a transposed copy turns the
+        # reduction into n elementwise maxima over rows of length k, which vectorize.
+        a = a.reshape(n, k)
+        np.copyto(a, src.T, casting="unsafe")
+        np.abs(a, out=a)
+        return np.maximum.reduce(a, axis=0)
+    a = a.reshape(k, n)
+    np.abs(src, out=a, dtype=np.float32, casting="unsafe")
+    return np.maximum.reduce(a, axis=1)
+
+
+def _scales_from_absmax(amax: np.ndarray, qmax: int) -> np.ndarray:
+    scale = amax / np.float32(qmax)
+    scale[scale == 0] = 1.0  # all-zero group, or one so small its scale underflows
+    return scale
+
+
+def _quantize_rows(src: np.ndarray, scale: np.ndarray, out: np.ndarray, qmax: int,
+                   rounding: str, reciprocal: bool) -> None:
+    """Quantize a 2-D block ``src`` (any float dtype) with per-row ``scale`` into int8 ``out``."""
+    y = scratch("quotient", src.size).reshape(src.shape)
+    if reciprocal:
+        inv = np.float32(1) / scale
+        np.multiply(src, inv[:, None], out=y, dtype=np.float32, casting="unsafe")
+    else:
+        np.divide(src, scale[:, None], out=y, dtype=np.float32, casting="unsafe")
+    _round_inplace(y, rounding)
+    if scale.min() < _TINY:
+        np.clip(y, -qmax, qmax, out=y)
+    np.copyto(out, y, casting="unsafe")
+
+
+def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Rounding = "half_away",
+             reciprocal: bool = False, threads: int | None = None,
+             chunk_elements: int | None = None) -> QuantizedTensor:
+    """Quantize ``w`` group-wise along its last axis with one absmax scale per group.
+
+    Parameters
+    ----------
+    w : array_like
+        Weights of any shape with at least one axis: float16, bfloat16 (``ml_dtypes``),
+        float32 or float64.  Computation is in float32 (float64 input is rounded to float32
+        first).  Must be finite.
+    group_size : int
+        Consecutive weights along the last axis that share a scale; must divide
+        ``w.shape[-1]``.  ``w.shape[-1]`` gives one scale per row; for a single scale for the
+        whole tensor, quantize ``w.reshape(1, -1)`` with ``group_size=w.size``.
+    bits : int, default 8
+        2 to 8.  ``qmax = 2**(bits-1) - 1``; values are stored as int8.
+    rounding : {"half_away", "half_even"}, default "half_away"
+        Rule for ties: half away from zero (the course's Rust ``f32::round``, llama.cpp) or half
+        to even (numpy, torch).
+    reciprocal : bool, default False
+        Multiply by the float32 reciprocal of the scale instead of dividing (llama.cpp does).
+    threads : int, optional
+        Threads to use; default :func:`gqlearn.default_threads`.  Results do not depend on it.
+    chunk_elements : int, optional
+        Weights per work block (default 262144).  Results do not depend on it.
+
+    Returns
+    -------
+    QuantizedTensor
+
+    Raises
+    ------
+    TypeError
+        If ``w`` is not a supported float dtype, or ``group_size`` is not an integer.
+    ValueError
+        If ``w`` is 0-d, empty or not finite; if ``group_size`` does not divide the last axis
+        (see :func:`gqlearn.choose_group_size`); if ``bits`` or ``rounding`` is invalid.
+
+    Examples
+    --------
+    >>> import numpy as np, gqlearn
+    >>> w = np.array([2.0, -1.5, 0.8, -0.3, 0.01, -0.02, 0.005, -0.001], dtype=np.float32)
+    >>> qt = gqlearn.quantize(w, group_size=4)
+    >>> qt.values
+    array([ 127,  -95,   51,  -19,   63, -127,   32,   -6], dtype=int8)
+    >>> qt.nbytes
+    16
+    """
+    w = as_weights(w)
+    group_size = check_group_size(group_size, w.shape[-1])
+    bits = check_bits(bits)
+    rounding = check_rounding(rounding)
+    reciprocal = bool(reciprocal)
+    threads = _parallel.check_threads(threads)
+    chunk = _parallel.check_chunk_elements(chunk_elements)
+    qmax = 2 ** (bits - 1) - 1
+
+    groups = _as_groups(w, group_size)
+    n_groups = groups.shape[0]
+    values = np.empty(groups.shape, dtype=np.int8)
+    scales = np.empty(n_groups, dtype=np.float32)
+    blocks, n_pieces = plan_blocks(n_groups, group_size, chunk)
+
+    def check_finite(amax: np.ndarray) -> None:
+        if not np.isfinite(amax).all():
+            raise nonfinite_error(w)
+
+    if n_pieces == 1:
+        # Groups fit in a block: scale and quantize while the block is in cache.
+        def fused(b: Block) -> None:
+            src = groups[b.g0:b.g1]
+            amax = _block_absmax(src)
+            check_finite(amax)
+            scale = _scales_from_absmax(amax, qmax)
+            scales[b.g0:b.g1] = scale
+            _quantize_rows(src, scale, values[b.g0:b.g1], qmax, rounding, reciprocal)
+
+        run_blocks(fused, blocks, threads)
+    else:
+        # Groups longer than a block: max of each piece first, then quantize piece by piece.
+        partial = np.empty((n_groups, n_pieces), dtype=np.float32)
+
+        def absmax_piece(b: Block) -> None:
+            amax = _block_absmax(groups[b.g0:b.g1, b.c0:b.c1])
+            check_finite(amax)
+            partial[b.g0:b.g1, b.piece] = amax
+
+        run_blocks(absmax_piece, blocks, threads)
+        scales[:] = _scales_from_absmax(partial.max(axis=1), qmax)
+
+        def quantize_piece(b: Block) -> None:
+            _quantize_rows(groups[b.g0:b.g1, b.c0:b.c1], scales[b.g0:b.g1],
+                           values[b.g0:b.g1, b.c0:b.c1], qmax, rounding, reciprocal)
+
+        run_blocks(quantize_piece, blocks, threads)
+
+    return QuantizedTensor(values.reshape(w.shape),
+                           scales.reshape(*w.shape[:-1], w.shape[-1] // group_size),
+                           group_size, bits, rounding, reciprocal, _checked=True)
+
+
+def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
+               chunk_elements: int | None = None) -> np.ndarray:
+    """Reconstruct float32 weights: ``values * scale`` of each group.
+
+    Parameters
+    ----------
+    qt : QuantizedTensor
+    threads, chunk_elements : int, optional
+        As in :func:`quantize`; results do not depend on them.
+
+    Returns
+    -------
+    numpy.ndarray
+        float32, shape ``qt.shape``.
+
+    Examples
+    --------
+    >>> import numpy as np, gqlearn
+    >>> qt = gqlearn.quantize(np.array([0.1, -0.8, 0.05, -0.02], dtype=np.float32), 4)
+    >>> gqlearn.dequantize(qt).round(4)
+    array([ 0.1008, -0.8   ,  0.0504, -0.0189], dtype=float32)
+    """
+    if not isinstance(qt, QuantizedTensor):
+        raise TypeError(f"dequantize expects a QuantizedTensor (from gqlearn.quantize), "
+                        f"got {type(qt).__name__}")
+    threads = _parallel.check_threads(threads)
+    chunk = _parallel.check_chunk_elements(chunk_elements)
+    values = qt.values.reshape(-1, qt.group_size)
+    scales = qt.scales.reshape(-1)
+    out = np.empty(values.shape, dtype=np.float32)
+    blocks, _ = plan_blocks(values.shape[0], qt.group_size, chunk)
+
+    def kernel(b: Block) -> None:
+        np.multiply(values[b.g0:b.g1, b.c0:b.c1], scales[b.g0:b.g1, None],
+                    out=out[b.g0:b.g1, b.c0:b.c1], dtype=np.float32)
+
+    run_blocks(kernel, blocks, threads)
+    return out.reshape(qt.shape)
