@@ -2,12 +2,12 @@
 
 from . import metrics
 from ._parallel import default_threads, set_num_threads
-from .core import QuantizedTensor, dequantize, qmax_for_bits, quantize
+from .core import QuantizedTensor, available_backends, dequantize, qmax_for_bits, quantize
 from .group_size import choose_group_size, halving_sequence
 from .metrics import error_report
 
 __version__ = "0.1.0"
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "choose_group_size",
-           "halving_sequence", "error_report", "metrics", "default_threads", "set_num_threads",
+           "halving_sequence", "error_report", "available_backends", "metrics", "default_threads", "set_num_threads",
            "__version__"]

@@ -38,7 +38,8 @@ from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
                       nonfinite_error)
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "BASELINE_BITS"]
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "available_backends",
+           "BASELINE_BITS"]
 
 Rounding = Literal["half_away", "half_even"]
 
@@ -236,9 +237,59 @@ def _quantize_rows(src: np.ndarray, scale: np.ndarray, out: np.ndarray, qmax: in
     np.copyto(out, y, casting="unsafe")
 
 
+def available_backends() -> list[str]:
+    """Kernels usable here: ``"numpy"`` always, ``"numba"`` when numba is installed."""
+    return ["numpy", "numba"] if _fused() is not None else ["numpy"]
+
+
+def _fused():  # noqa: ANN202 - returns the module or None
+    global _FUSED
+    if _FUSED is False:
+        try:
+            from . import _fused as module
+        except ImportError:
+            module = None
+        _FUSED = module
+    return _FUSED
+
+
+_FUSED: object = False
+
+
+def _pick_backend(backend: str, n_groups: int, threads: int) -> str:
+    if backend not in ("auto", "numpy", "numba"):
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
+    if backend == "numba":
+        if _fused() is None:
+            raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
+        return "numba"
+    # The fused kernel parallelises over groups; a handful of huge groups (per-tensor
+    # quantization) is better served by the numpy path, which splits groups into pieces.
+    if backend == "auto" and _fused() is not None and n_groups >= 4 * threads:
+        return "numba"
+    return "numpy"
+
+
+def _numba_threads(threads: int):  # noqa: ANN202 - a context manager
+    import contextlib
+
+    import numba
+
+    @contextlib.contextmanager
+    def ctx():
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+        try:
+            yield
+        finally:
+            numba.set_num_threads(previous)
+
+    return ctx()
+
+
 def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Rounding = "half_away",
              reciprocal: bool = False, threads: int | None = None,
-             chunk_elements: int | None = None) -> QuantizedTensor:
+             chunk_elements: int | None = None, backend: str = "auto") -> QuantizedTensor:
     """Quantize ``w`` group-wise along its last axis with one absmax scale per group.
 
     Parameters
@@ -262,6 +313,9 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
         Threads to use; default :func:`gqlearn.default_threads`.  Results do not depend on it.
     chunk_elements : int, optional
         Weights per work block (default 262144).  Results do not depend on it.
+    backend : {"auto", "numpy", "numba"}, default "auto"
+        ``"numba"`` is the fused one-pass kernel (``pip install gqlearn[fast]``), chosen by
+        ``"auto"`` when numba is installed.  Both give bit-identical results.
 
     Returns
     -------
@@ -298,6 +352,13 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
     n_groups = groups.shape[0]
     values = np.empty(groups.shape, dtype=np.int8)
     scales = np.empty(n_groups, dtype=np.float32)
+    if _pick_backend(backend, n_groups, threads) == "numba":
+        _quantize_fused(groups, values, scales, qmax, rounding, reciprocal, threads, chunk)
+        if not np.isfinite(scales).all():
+            raise nonfinite_error(w)
+        return QuantizedTensor(values.reshape(w.shape),
+                               scales.reshape(*w.shape[:-1], w.shape[-1] // group_size),
+                               group_size, bits, rounding, reciprocal, _checked=True)
     blocks, n_pieces = plan_blocks(n_groups, group_size, chunk)
 
     def check_finite(amax: np.ndarray) -> None:
@@ -338,8 +399,24 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
                            group_size, bits, rounding, reciprocal, _checked=True)
 
 
+def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
+                    rounding: str, reciprocal: bool, threads: int, chunk: int) -> None:
+    kernel = _fused().quantize_groups  # type: ignore[union-attr]
+    half_even = rounding == "half_even"
+    with _numba_threads(threads):
+        if groups.dtype == np.float32:
+            kernel(groups, qmax, half_even, reciprocal, values, scales)
+            return
+        # Other dtypes are widened to float32 a block at a time, to keep memory bounded.
+        per_block = max(1, chunk // groups.shape[1])
+        for g0 in range(0, groups.shape[0], per_block):
+            g1 = g0 + per_block
+            block = groups[g0:g1].astype(np.float32)
+            kernel(block, qmax, half_even, reciprocal, values[g0:g1], scales[g0:g1])
+
+
 def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
-               chunk_elements: int | None = None) -> np.ndarray:
+               chunk_elements: int | None = None, backend: str = "auto") -> np.ndarray:
     """Reconstruct float32 weights: ``values * scale`` of each group.
 
     Parameters
@@ -347,6 +424,8 @@ def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
     qt : QuantizedTensor
     threads, chunk_elements : int, optional
         As in :func:`quantize`; results do not depend on them.
+    backend : {"auto", "numpy", "numba"}, default "auto"
+        As in :func:`quantize`.
 
     Returns
     -------
@@ -368,6 +447,10 @@ def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
     values = qt.values.reshape(-1, qt.group_size)
     scales = qt.scales.reshape(-1)
     out = np.empty(values.shape, dtype=np.float32)
+    if _pick_backend(backend, values.shape[0], threads) == "numba":
+        with _numba_threads(threads):
+            _fused().dequantize_groups(values, scales, out)  # type: ignore[union-attr]
+        return out.reshape(qt.shape)
     blocks, _ = plan_blocks(values.shape[0], qt.group_size, chunk)
 
     def kernel(b: Block) -> None:

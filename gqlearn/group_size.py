@@ -80,6 +80,8 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
     >>> choose_group_size(384, 256), choose_group_size(384, 256, "divisor")
     (128, 192)
     """
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
     dim = _positive_int("dim", dim)
     requested = _positive_int("requested", requested)
     if policy == "halve":
@@ -91,6 +93,4 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
         while dim % size:
             size //= 2
         return size
-    if policy == "divisor":
-        return max(d for d in range(1, min(requested, dim) + 1) if dim % d == 0)
-    raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
+    return max(d for d in range(1, min(requested, dim) + 1) if dim % d == 0)

@@ -62,7 +62,7 @@ class ErrorReport:
 
 
 def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
-                 chunk_elements: int | None = None) -> ErrorReport:
+                 chunk_elements: int | None = None, backend: str = "numpy") -> ErrorReport:
     """Compute every error metric of ``qt`` against the original weights ``w``.
 
     Parameters
@@ -75,6 +75,10 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
         As in :func:`gqlearn.quantize`.  The per-group arrays and the maximum do not depend on
         them; sums are accumulated per group in float64, so the totals do not depend on the
         thread count either.
+    backend : {"numpy", "numba"}, default "numpy"
+        ``"numba"`` uses the fused kernel: the same per-group maxima and counts, and sums that
+        may differ from numpy's pairwise summation in the last bits.  The default stays numpy so
+        that printed figures do not depend on whether numba is installed.
 
     Returns
     -------
@@ -99,6 +103,10 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
     values = qt.values.reshape(-1, gs)
     scales = qt.scales.reshape(-1)
     n_groups = scales.size
+    if backend not in ("numpy", "numba"):
+        raise ValueError(f"unknown backend {backend!r}; use 'numpy' or 'numba'")
+    if backend == "numba":
+        return _report(qt, *_fused_sums(groups, values, scales, threads))
     blocks, n_pieces = plan_blocks(n_groups, gs, chunk)
     gmax = np.empty((n_groups, n_pieces), np.float32)
     gsq = np.empty((n_groups, n_pieces), np.float64)
@@ -128,13 +136,33 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
         zeroed[i] = np.count_nonzero(nz & (q == 0))
 
     run_blocks(kernel, blocks, threads)
+    return _report(qt, gmax.max(axis=1), gsq.sum(axis=1), gsig.sum(axis=1), int(zeroed.sum()),
+                   int(nonzero.sum()))
+
+
+def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
+                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    from .core import _fused, _numba_threads
+
+    if _fused() is None:
+        raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
+    n = scales.size
+    gmax, gsq, gsig = np.empty(n, np.float32), np.empty(n), np.empty(n)
+    zeroed, nonzero = np.empty(n, np.int64), np.empty(n, np.int64)
+    with _numba_threads(threads):
+        _fused().group_errors(groups.astype(np.float32, copy=False), values, scales,  # type: ignore[union-attr]
+                              gmax, gsq, gsig, zeroed, nonzero)
+    return gmax, gsq, gsig, int(zeroed.sum()), int(nonzero.sum())
+
+
+def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_sig: np.ndarray,
+            n_zeroed: int, n_nonzero: int) -> ErrorReport:
     if not np.isfinite(gmax).all():
         raise ValueError("w contains NaN or Inf; error metrics need finite weights")
-    group_max = gmax.max(axis=1).reshape(qt.scales.shape)
-    group_sq = gsq.sum(axis=1)
+    gs = qt.group_size
+    group_max = gmax.reshape(qt.scales.shape)
     total_sq = float(group_sq.sum())
-    total_sig = float(gsig.sum())
-    n_nonzero, n_zeroed = int(nonzero.sum()), int(zeroed.sum())
+    total_sig = float(group_sig.sum())
     with np.errstate(divide="ignore"):
         sqnr = float(10 * np.log10(total_sig / total_sq)) if total_sq > 0 else float("inf")
     return ErrorReport(

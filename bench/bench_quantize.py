@@ -1,0 +1,199 @@
+"""Throughput of gqlearn.quantize against peers and a memory-bandwidth reference, in one run.
+
+    python bench/bench_quantize.py            # 256 MiB fp32 tensor, group sizes 32..256
+    python bench/bench_quantize.py --mib 64   # quicker
+
+Peers: llama.cpp's Q8_0 in numpy (the ``gguf`` package), llama2.c's ``export.py:quantize_q80``
+(torch if installed, else its numpy transcription from tests/reference.py), and the obvious
+numpy one-liner.  The bandwidth reference is one pass that reads the fp32 input and writes an
+int8 array (``np.copyto``, split over the cores), i.e. the floor for any quantizer.
+Prints GB/s of fp32 input and ratios; writes ``bench/results/quantize.md`` and ``.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+
+import gqlearn  # noqa: E402
+from reference import quantize_q80_llama2c  # noqa: E402
+
+
+def best_of(fn, repeats: int) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def bandwidth_reference(w: np.ndarray, threads: int) -> float:
+    out = np.empty(w.shape, np.int8)
+    out.fill(0)  # fault the pages in: we time the copy, not the kernel's page allocation
+    flat_in, flat_out = w.reshape(-1), out.reshape(-1)
+    step = 1 << 20
+    spans = [(i, min(i + step, flat_in.size)) for i in range(0, flat_in.size, step)]
+
+    def copy(part: int) -> None:
+        for i, j in spans[part::threads]:
+            np.copyto(flat_out[i:j], flat_in[i:j], casting="unsafe")
+
+    with ThreadPoolExecutor(threads) as pool:
+        return best_of(lambda: list(pool.map(copy, range(threads))), 3)
+
+
+def peers(gs: int) -> dict:
+    found = {}
+    try:
+        import gguf
+
+        if gs == 32:
+            found["llama.cpp Q8_0 (gguf numpy)"] = lambda w: gguf.quants.quantize(
+                w, gguf.GGMLQuantizationType.Q8_0)
+    except ImportError:
+        pass
+    try:
+        import torch
+
+        def q80_torch(w):
+            t = torch.from_numpy(w).reshape(-1, gs)
+            wmax = torch.abs(t).max(dim=1).values
+            scale = wmax / 127.0
+            return torch.round(t / scale[:, None]).to(torch.int8), scale
+
+        found["llama2.c quantize_q80 (torch)"] = q80_torch
+    except ImportError:
+        found["llama2.c quantize_q80 (numpy transcription)"] = lambda w: quantize_q80_llama2c(w, gs)
+
+    def naive(w):
+        g = w.reshape(-1, gs)
+        s = np.abs(g).max(axis=1, keepdims=True) / 127
+        return np.round(g / s).astype(np.int8), s
+
+    found["naive numpy"] = naive
+    return found
+
+
+def peak_rss_gib(mib: int) -> tuple[float, float]:
+    """Peak resident memory of quantizing a ``mib`` MiB tensor in a fresh process, and the
+    resident size just before quantizing (input in memory)."""
+    code = f"""
+import resource, numpy as np, gqlearn
+w = np.random.default_rng(0).standard_normal(({mib} << 18,), dtype=np.float32).reshape(-1, 4096)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+qt = gqlearn.quantize(w, 128)
+after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+print(before, after)
+"""
+    out = subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True)
+    before, after = (int(x) / 2 ** 20 for x in out.stdout.split())  # KiB -> GiB
+    return before, after
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mib", type=int, default=256, help="tensor size in MiB of fp32")
+    parser.add_argument("--group-sizes", type=int, nargs="+", default=[32, 64, 128, 256])
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-rss", action="store_true", help="skip the 1 GiB peak-memory run")
+    parser.add_argument("--out", type=Path, default=HERE / "results" / "quantize.md")
+    args = parser.parse_args()
+
+    threads = gqlearn.default_threads()
+    n = args.mib << 18
+    w = np.random.default_rng(0).standard_normal(n, dtype=np.float32).reshape(-1, 4096)
+    gb = w.nbytes / 1e9
+    ref = gb / bandwidth_reference(w, threads)
+    print(f"{platform.processor() or platform.machine()}, {threads} threads, "
+          f"{args.mib} MiB fp32 input; bandwidth reference {ref:.2f} GB/s")
+
+    rows = []
+    for gs in args.group_sizes:
+        ours = {}
+        for backend in gqlearn.available_backends():
+            gqlearn.quantize(w[:64], gs, backend=backend)  # warm-up (and JIT)
+            ours[backend] = gb / best_of(lambda: gqlearn.quantize(w, gs, backend=backend),
+                                         args.repeats)
+        peer_speed = {name: gb / best_of(lambda: fn(w), args.repeats)
+                      for name, fn in peers(gs).items()}
+        fastest_peer = max(peer_speed, key=peer_speed.get)
+        for backend, speed in ours.items():
+            rows.append((gs, f"gqlearn ({backend})", speed, speed / peer_speed[fastest_peer],
+                         speed / ref))
+        for name, speed in peer_speed.items():
+            rows.append((gs, name, speed, speed / peer_speed[fastest_peer], speed / ref))
+        print(f"group size {gs}:")
+        for r in rows:
+            if r[0] == gs:
+                print(f"  {r[1]:44s} {r[2]:6.2f} GB/s  {r[3]:5.2f}x fastest peer  "
+                      f"{100 * r[4]:5.1f}% of bandwidth")
+
+    rss = None
+    if not args.no_rss:
+        before, after = peak_rss_gib(1024)
+        rss = (before, after)
+        print(f"1 GiB tensor: resident {before:.2f} GiB before quantizing, peak {after:.2f} GiB "
+              f"(output is 0.25 GiB of int8 + scales)")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, {threads} threads, "
+             f"numpy {np.__version__}, Python {platform.python_version()}. "
+             f"Input: {args.mib} MiB fp32. Bandwidth reference (read fp32, write int8): "
+             f"{ref:.2f} GB/s.", "",
+             "| group size | implementation | GB/s of fp32 input | × fastest peer | % of bandwidth |",
+             "|---:|---|---:|---:|---:|"]
+    lines += [f"| {gs} | {name} | {s:.2f} | {x:.2f} | {100 * b:.0f}% |" for gs, name, s, x, b in rows]
+    if rss:
+        lines += ["", f"Peak resident memory quantizing a 1 GiB fp32 tensor: {rss[1]:.2f} GiB "
+                      f"({rss[0]:.2f} GiB before: the input and the interpreter)."]
+    tmp = tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp")
+    with tmp:
+        tmp.write("\n".join(lines) + "\n")
+    os.replace(tmp.name, args.out)
+    print(f"wrote {args.out}")
+    try:
+        plot(rows, ref, args.out.with_suffix(".png"))
+    except ImportError:
+        pass
+
+
+def plot(rows, ref: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    names = list(dict.fromkeys(r[1] for r in rows))
+    sizes = sorted({r[0] for r in rows})
+    width = 0.8 / len(names)
+    for i, name in enumerate(names):
+        xs = [sizes.index(r[0]) + i * width for r in rows if r[1] == name]
+        ax.bar(xs, [r[2] for r in rows if r[1] == name], width, label=name)
+    ax.axhline(ref, color="k", ls="--", label="bandwidth reference")
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(sizes))], [str(s) for s in sizes])
+    ax.set_xlabel("group size")
+    ax.set_ylabel("GB/s of fp32 input")
+    ax.set_title("Quantization throughput (higher is better)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path.with_suffix(".tmp.png")
+    fig.savefig(tmp, dpi=100)
+    os.replace(tmp, path)
+
+
+if __name__ == "__main__":
+    main()
