@@ -179,7 +179,7 @@ def _as_groups(w: np.ndarray, group_size: int) -> np.ndarray:
 
 
 # Group sizes up to this are reduced through a transposed copy (measured faster on x86-64).
-_TRANSPOSE_BELOW = 128
+_TRANSPOSE_UP_TO = 64
 
 # Below this absmax the scale is subnormal and w / scale can overshoot qmax; above it the
 # quotient is provably within qmax + 0.5, so clipping is skipped.
@@ -204,7 +204,7 @@ def _block_absmax(src: np.ndarray) -> np.ndarray:
     """Per-row max |x| of a 2-D block (any float dtype), in float32."""
     k, n = src.shape
     a = scratch("absmax", src.size)
-    if n <= _TRANSPOSE_BELOW:
+    if n <= _TRANSPOSE_UP_TO:
         # numpy reduces short rows slowly (per-row overhead); a transposed copy turns the
         # reduction into n elementwise maxima over rows of length k, which vectorize.
         a = a.reshape(n, k)
