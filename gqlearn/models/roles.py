@@ -1,0 +1,154 @@
+"""What each tensor of a transformer checkpoint does, read from its name.
+
+Checkpoints name their tensors after the module that owns them, and three naming schemes cover
+most models:
+
+=============  ==========================================  ============================  ======================
+role           BERT (``encoder.layer.N.``)                 LLaMA (``model.layers.N.``)   GPT-2 (``h.N.``)
+=============  ==========================================  ============================  ======================
+attn_q         ``attention.self.query``                    ``self_attn.q_proj``          (fused in ``c_attn``)
+attn_k         ``attention.self.key``                      ``self_attn.k_proj``
+attn_v         ``attention.self.value``                    ``self_attn.v_proj``
+attn_qkv                                                                                 ``attn.c_attn``
+attn_o         ``attention.output.dense``                  ``self_attn.o_proj``          ``attn.c_proj``
+mlp_gate                                                   ``mlp.gate_proj``
+mlp_up         ``intermediate.dense``                      ``mlp.up_proj``               ``mlp.c_fc``
+mlp_down       ``output.dense``                            ``mlp.down_proj``             ``mlp.c_proj``
+embedding      ``embeddings.*_embeddings``                 ``embed_tokens``              ``wte``, ``wpe``
+norm           ``LayerNorm``                               ``*_layernorm``, ``norm``     ``ln_1``, ``ln_2``, ``ln_f``
+lm_head                                                    ``lm_head``                   ``lm_head``
+=============  ==========================================  ============================  ======================
+
+Biases of linear layers get the role ``bias``, a norm's weight and bias the role ``norm``;
+anything else (BERT's pooler, buffers such as ``position_ids``) is ``other``.  GPT-2's
+``attn.bias`` causal-mask buffer ends in ``.bias`` and is reported as a bias, which keeps it
+unquantized as it should be.
+
+Quantizers in practice keep norms and biases in float: they are tiny (a vector per layer) and
+errors in them shift every activation.  :func:`should_quantize` encodes that policy.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+__all__ = ["ROLES", "LINEAR_ROLES", "KEPT_ROLES", "classify", "layer_index", "should_quantize",
+           "short_name"]
+
+LINEAR_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_gate", "mlp_up",
+                "mlp_down")
+KEPT_ROLES = ("norm", "bias")
+ROLES = (*LINEAR_ROLES, "embedding", "lm_head", "norm", "bias", "other")
+
+# Checked in order against the dotted name with its final ".weight" / ".bias" removed;
+# the first match wins.  Each pattern must match at the end of the module path.
+_PATTERNS: list[tuple[str, re.Pattern[str]]] = [(role, re.compile(p + r"$", re.IGNORECASE)) for role, p in [
+    ("norm", r"(^|\.)([a-z_]*norm[a-z_0-9]*|ln_[a-z0-9]+|ln)"),
+    ("embedding", r"(^|\.)(word_embeddings|position_embeddings|token_type_embeddings|"
+                  r"embed_tokens|embed_positions|wte|wpe|tok_embeddings|embeddings?)"),
+    ("lm_head", r"(^|\.)(lm_head|output|embed_out)"),
+    ("attn_q", r"(attention\.self\.query|\.q_proj|attention\.wq|\.query)"),
+    ("attn_k", r"(attention\.self\.key|\.k_proj|attention\.wk|\.key)"),
+    ("attn_v", r"(attention\.self\.value|\.v_proj|attention\.wv|\.value)"),
+    ("attn_qkv", r"(\.c_attn|\.qkv_proj|\.query_key_value|\.wqkv|\.qkv)"),
+    ("attn_o", r"(attention\.output\.dense|\.o_proj|attn\.c_proj|attention\.wo|\.out_proj|"
+               r"attention\.dense)"),
+    ("mlp_gate", r"(\.gate_proj|feed_forward\.w1)"),
+    ("mlp_up", r"(intermediate\.dense|\.up_proj|mlp\.c_fc|feed_forward\.w3|\.fc1|"
+               r"dense_h_to_4h)"),
+    ("mlp_down", r"(^|\.)(output\.dense|down_proj|c_proj|w2|fc2|dense_4h_to_h)"),
+]]
+
+_LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")
+
+
+def _module_path(name: str) -> tuple[str, str]:
+    """Split ``a.b.weight`` into (``a.b``, ``weight``)."""
+    module, _, leaf = name.rpartition(".")
+    if not module:
+        return name, ""
+    return module, leaf
+
+
+def classify(name: str) -> str:
+    """The role of a tensor, from its name.
+
+    Parameters
+    ----------
+    name : str
+        Tensor name as stored in the checkpoint.
+
+    Returns
+    -------
+    str
+        One of :data:`ROLES`.
+
+    Examples
+    --------
+    >>> classify("encoder.layer.0.attention.self.query.weight")
+    'attn_q'
+    >>> classify("encoder.layer.0.output.dense.weight"), classify("model.layers.3.mlp.gate_proj.weight")
+    ('mlp_down', 'mlp_gate')
+    >>> classify("h.11.attn.c_attn.weight"), classify("h.11.ln_1.bias"), classify("h.0.mlp.c_fc.bias")
+    ('attn_qkv', 'norm', 'bias')
+    """
+    module, leaf = _module_path(name)
+    if leaf not in ("weight", "bias", ""):
+        return "other"  # buffers such as position_ids or rotary inv_freq
+    for role, pattern in _PATTERNS:
+        if pattern.search(module) or (role == "norm" and pattern.search(name)):
+            if role != "norm" and leaf == "bias":
+                return "bias"
+            return role
+    if leaf == "bias":
+        return "bias"
+    return "other"
+
+
+def layer_index(name: str) -> int | None:
+    """The transformer block a tensor belongs to, or None outside the blocks.
+
+    >>> layer_index("encoder.layer.5.intermediate.dense.weight"), layer_index("model.layers.31.mlp.up_proj.weight")
+    (5, 31)
+    >>> layer_index("transformer.h.2.attn.c_attn.weight"), layer_index("embeddings.word_embeddings.weight")
+    (2, None)
+    """
+    match = _LAYER.search(name)
+    return int(match.group(1)) if match else None
+
+
+def should_quantize(name: str, shape: Sequence[int], is_float: bool = True,
+                    roles: Sequence[str] | None = None) -> bool:
+    """Whether a tensor gets quantized: a float matrix whose role is not a norm or bias.
+
+    Parameters
+    ----------
+    name : str
+    shape : sequence of int
+    is_float : bool, default True
+        Integer buffers (e.g. BERT's ``position_ids``) are never quantized.
+    roles : sequence of str, optional
+        Quantize only these roles (default: every role except ``norm`` and ``bias``).
+
+    >>> should_quantize("encoder.layer.0.attention.self.query.weight", (384, 384))
+    True
+    >>> should_quantize("encoder.layer.0.attention.self.query.bias", (384,))
+    False
+    >>> should_quantize("embeddings.word_embeddings.weight", (30522, 384), roles=["attn_q"])
+    False
+    """
+    role = classify(name)
+    if not is_float or len(shape) < 2 or role in KEPT_ROLES:
+        return False
+    return roles is None or role in roles
+
+
+def short_name(name: str) -> str:
+    """A compact label for plots: ``L3.attn_q`` for block tensors, else the name.
+
+    >>> short_name("encoder.layer.3.attention.self.query.weight")
+    'L3.attn_q'
+    """
+    layer = layer_index(name)
+    return name if layer is None else f"L{layer}.{classify(name)}"
