@@ -1,0 +1,834 @@
+"""Chapter 03, error analysis: measure what the group size buys and what it costs.
+
+Everything the notebook computes more than once, or that is worth a test, lives here:
+
+* :func:`sweep` - quantize matrices at many group sizes and bit widths, one metrics row each;
+  :func:`knee` / :func:`knees` - where the trade-off curve bends (defined below);
+* :func:`theory_vs_measurement` - MSE predicted from the scales (``scale**2 / 12`` per group,
+  times ``(g - 1) / g``) beside the measured MSE;
+* :func:`single_outlier` and :func:`outlier_cost` - what one large weight, or a few outlier
+  columns, cost at each group size;
+* :func:`group_size_table` - the seeds' halving back-off against ``gqlearn.choose_group_size``;
+* :func:`time_group_sizes` and :func:`timing_verdict` - quantize/dequantize time per group size;
+* plots, the :func:`explore` widget and its static fallback :func:`explore_static`;
+* the exercise checkers ``check_*``.
+
+The knee
+--------
+Doubling the group size from ``g`` to ``2g`` saves ``32/g - 32/(2g) = 16/g`` bits per weight
+of float32 scales and loses some SQNR.  Their ratio is the *price* of the step, in dB per bit
+saved.  One more bit per quantized value halves the rounding step and buys
+``20 log10(2) = 6.02`` dB, so that is what a bit of storage is worth.  The knee is the largest
+group size reached while every step's price stays at or below 6.02 dB per bit: past it, the
+bits saved on scales cost more SQNR than the same bits would buy if spent on the values.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import time
+from typing import Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+
+from .. import synthetic
+from ..core import quantize
+from ..exercises import Feedback, close_enough, right, wrong
+from ..group_size import choose_group_size
+from ..memory import GB, LLAMA2_CONFIGS
+from ..metrics import error_report
+
+__all__ = ["SHAPE", "GROUP_SIZES", "DB_PER_BIT", "MODEL_WIDTHS", "REQUESTS", "make_matrices",
+           "sweep", "pivot", "format_table", "marginal_rates", "knee", "knees",
+           "theory_vs_measurement", "group_theory", "single_outlier", "outlier_cost",
+           "group_size_table", "format_group_size_table", "time_group_sizes", "timing_verdict", "low_bit_summary",
+           "plot_distributions", "plot_tradeoff", "plot_theory", "plot_outliers",
+           "plot_low_bits", "plot_timing", "explore", "explore_static",
+           "exercise_matrix", "check_predicted_mse", "check_scale_overhead",
+           "check_group_size_chooser"]
+
+SHAPE = (512, 4096)
+"""The chapter's matrices: 512 rows of a 4096-wide projection (2 Mi weights, fast to sweep)."""
+
+GROUP_SIZES = (4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096)
+"""Powers of two from 4 to a whole 4096-wide row; :func:`sweep` adds per-tensor."""
+
+DB_PER_BIT = 20 * math.log10(2)
+"""SQNR bought by one more bit per value (the rounding step halves): 6.02 dB."""
+
+MODEL_WIDTHS = (288, 384, 576, 768, 896, 2048, 4096, 4864, 5120, 11008, 13824, 14336, 28672)
+"""Hidden and MLP widths of real models, from TinyStories-size llama2.c models to LLaMA-2 70B."""
+
+REQUESTS = (32, 64, 128, 256, 300)
+
+LABELS = {"gaussian": "Gaussian", "laplace": "Laplace", "student_t": "Student-t (df=4)",
+          "outliers": "Gaussian + outlier columns"}
+
+
+# --------------------------------------------------------------------------------------------
+# Data and tables
+# --------------------------------------------------------------------------------------------
+
+def make_matrices(shape: tuple[int, int] = SHAPE, seed: int = 0,
+                  strength: float = 20.0, n_columns: int = 4) -> dict[str, np.ndarray]:
+    """The chapter's four synthetic matrices, keyed by :data:`gqlearn.synthetic.DISTRIBUTIONS`.
+
+    All have standard deviation 0.02 (the outlier matrix's base does); the outlier matrix has
+    ``n_columns`` columns ``strength`` times larger.
+
+    Examples
+    --------
+    >>> {k: v.shape for k, v in make_matrices((4, 64)).items()}
+    {'gaussian': (4, 64), 'laplace': (4, 64), 'student_t': (4, 64), 'outliers': (4, 64)}
+    """
+    return {k: synthetic.make_weights(k, shape, seed=seed, strength=strength,
+                                      n_columns=n_columns)
+            for k in synthetic.DISTRIBUTIONS}
+
+
+def _quantize_at(w: np.ndarray, g: int | str, bits: int):
+    """Quantize ``w`` with group size ``g`` (an int, or "tensor" for one scale overall)."""
+    if g == "tensor":
+        w = w.reshape(1, -1)
+        g = w.size
+    return w, quantize(w, int(g), bits=bits)
+
+
+def sweep(matrices: Mapping[str, np.ndarray], group_sizes: Iterable[int] = GROUP_SIZES,
+          bits: int | Iterable[int] = 8, per_tensor: bool = True) -> list[dict]:
+    """Quantize every matrix at every group size and bit width; one metrics row each.
+
+    Parameters
+    ----------
+    matrices : mapping of name -> 2-D float32 array
+    group_sizes : iterable of int
+        Each must divide the matrices' last axis.
+    bits : int or iterable of int
+    per_tensor : bool, default True
+        Also quantize each matrix with a single scale (``group = "tensor"``).
+
+    Returns
+    -------
+    list of dict
+        Keys ``distribution``, ``bits``, ``group`` (the group size, or ``"tensor"``),
+        ``group_size`` (weights per scale), ``bits_per_weight`` (``bits + 32 / group_size``),
+        ``max_abs_error``, ``mse``, ``sqnr_db``, ``relative_error`` (Frobenius) and
+        ``zeroed_fraction``.
+
+    Examples
+    --------
+    >>> rows = sweep({"g": synthetic.gaussian((8, 64))}, [4, 64], bits=8)
+    >>> [(r["group"], r["bits_per_weight"]) for r in rows]
+    [(4, 16.0), (64, 8.5), ('tensor', 8.0625)]
+    """
+    bit_list = [bits] if isinstance(bits, (int, np.integer)) else list(bits)
+    sizes: list[int | str] = list(group_sizes) + (["tensor"] if per_tensor else [])
+    rows = []
+    for b in bit_list:
+        for name, w in matrices.items():
+            for g in sizes:
+                wg, qt = _quantize_at(w, g, int(b))
+                r = error_report(wg, qt)
+                rows.append({"distribution": name, "bits": int(b), "group": g,
+                             "group_size": qt.group_size, "bits_per_weight": qt.bits_per_weight,
+                             "max_abs_error": r.max_abs_error, "mse": r.mse,
+                             "sqnr_db": r.sqnr_db, "relative_error": r.relative_frobenius_error,
+                             "zeroed_fraction": r.zeroed_fraction})
+    return rows
+
+
+def _fmt(value: object, fmt: str) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
+        return str(float(value))
+    return format(value, fmt)
+
+
+def format_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]]) -> str:
+    """Plain-text table: ``columns`` are ``(key, header, format spec)`` triples.
+
+    Examples
+    --------
+    >>> print(format_table([{"g": 32, "x": 0.5}], [("g", "group", "d"), ("x", "value", ".2f")]))
+    group  value
+       32   0.50
+    """
+    cells = [[_fmt(r[k], f) for k, _, f in columns] for r in rows]
+    heads = [h for _, h, _ in columns]
+    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
+    lines = ["  ".join(h.rjust(wd) for h, wd in zip(heads, widths)).rstrip()]
+    lines += ["  ".join(c.rjust(wd) for c, wd in zip(cell, widths)) for cell in cells]
+    return "\n".join(lines)
+
+
+def pivot(rows: Sequence[Mapping], value: str, fmt: str = ".2f", *,
+          bits: int | None = None) -> str:
+    """Table of ``value`` with one line per group and one column per distribution.
+
+    Examples
+    --------
+    >>> rows = sweep({"a": synthetic.gaussian((8, 64))}, [64], per_tensor=False)
+    >>> print(pivot(rows, "bits_per_weight", ".3f"))
+    group  bits/weight      a
+       64        8.500  8.500
+    """
+    rows = [r for r in rows if bits is None or r["bits"] == bits]
+    dists = list(dict.fromkeys(r["distribution"] for r in rows))
+    groups = list(dict.fromkeys(r["group"] for r in rows))
+    table = []
+    for g in groups:
+        line: dict[str, object] = {"group": str(g)}
+        for r in rows:
+            if r["group"] == g:
+                line["bpw"] = r["bits_per_weight"]
+                line[r["distribution"]] = r[value]
+        table.append(line)
+    cols = [("group", "group", "s"), ("bpw", "bits/weight", ".3f")]
+    cols += [(d, d, fmt) for d in dists]
+    return format_table(table, cols)
+
+
+# --------------------------------------------------------------------------------------------
+# The knee
+# --------------------------------------------------------------------------------------------
+
+def marginal_rates(bits_per_weight: Sequence[float], sqnr_db: Sequence[float]) -> np.ndarray:
+    """Price of each step along a trade-off curve: SQNR lost per bit per weight saved.
+
+    Points must be ordered by decreasing ``bits_per_weight`` (increasing group size).
+
+    Examples
+    --------
+    >>> marginal_rates([9.0, 8.5, 8.25], [45.0, 44.0, 42.0]).tolist()
+    [2.0, 8.0]
+    """
+    b = np.asarray(bits_per_weight, dtype=np.float64)
+    s = np.asarray(sqnr_db, dtype=np.float64)
+    if b.shape != s.shape or b.ndim != 1 or b.size < 2:
+        raise ValueError("need two 1-D sequences of equal length >= 2")
+    saved = b[:-1] - b[1:]
+    if (saved <= 0).any():
+        raise ValueError("bits_per_weight must decrease strictly (group sizes increasing)")
+    return (s[:-1] - s[1:]) / saved
+
+
+def knee(group_sizes: Sequence[int], bits_per_weight: Sequence[float],
+         sqnr_db: Sequence[float], db_per_bit: float = DB_PER_BIT) -> int:
+    """The largest group size reached while every step costs at most ``db_per_bit`` dB per bit.
+
+    Parameters
+    ----------
+    group_sizes : sequence of int, increasing
+    bits_per_weight, sqnr_db : sequences of float, same length
+    db_per_bit : float, default 6.02
+        Exchange rate: what one bit per weight is worth in SQNR.
+
+    Returns
+    -------
+    int
+        ``group_sizes[k]`` where step ``k -> k+1`` is the first to cost more than
+        ``db_per_bit``; the last group size if none does.
+
+    Examples
+    --------
+    >>> knee([32, 64, 128], [9.0, 8.5, 8.25], [45.0, 44.0, 42.0])
+    64
+    """
+    rates = marginal_rates(bits_per_weight, sqnr_db)
+    if len(group_sizes) != rates.size + 1:
+        raise ValueError("group_sizes must have one entry per point")
+    over = np.flatnonzero(rates > db_per_bit)
+    return int(group_sizes[over[0] if over.size else -1])
+
+
+def knees(rows: Sequence[Mapping], db_per_bit: float = DB_PER_BIT) -> dict[tuple[str, int], int]:
+    """:func:`knee` of each (distribution, bits) curve in :func:`sweep` rows (groups only,
+    per-tensor rows are ignored)."""
+    out: dict[tuple[str, int], int] = {}
+    keys = dict.fromkeys((r["distribution"], r["bits"]) for r in rows)
+    for d, b in keys:
+        pts = sorted((r["group_size"], r["bits_per_weight"], r["sqnr_db"]) for r in rows
+                     if r["distribution"] == d and r["bits"] == b and r["group"] != "tensor")
+        g, bpw, s = zip(*pts)
+        out[(d, b)] = knee(g, bpw, s, db_per_bit)
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Theory vs measurement
+# --------------------------------------------------------------------------------------------
+
+def group_theory(w: np.ndarray, group_size: int, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
+    """Per-group predicted and measured MSE.
+
+    The prediction treats each rounding error as uniform on ``[-scale/2, scale/2]``, variance
+    ``scale**2 / 12``, except that the group's largest weight maps exactly to ``±qmax`` and has
+    no error: ``(g - 1) / g * scale**2 / 12``.
+
+    Returns
+    -------
+    predicted, measured : numpy.ndarray
+        float64, one value per group (flattened).
+    """
+    qt = quantize(w, group_size, bits=bits)
+    s = qt.scales.astype(np.float64).ravel()
+    predicted = (group_size - 1) / group_size * s * s / 12
+    return predicted, error_report(w, qt).group_mse.ravel()
+
+
+def theory_vs_measurement(w: np.ndarray, group_sizes: Iterable[int] = GROUP_SIZES,
+                          bits: int = 8) -> list[dict]:
+    """Measured MSE beside the uniform-rounding prediction from ``qt.scales``.
+
+    Returns
+    -------
+    list of dict
+        Keys ``group_size``, ``measured`` (MSE), ``naive`` (mean of ``scale**2 / 12``),
+        ``corrected`` (``naive * (g - 1) / g``), ``ratio_naive`` and ``ratio_corrected``
+        (measured / prediction) and ``zeroed_fraction``.
+
+    Examples
+    --------
+    >>> rows = theory_vs_measurement(synthetic.gaussian((64, 256)), [4])
+    >>> round(rows[0]["ratio_naive"], 2), round(rows[0]["ratio_corrected"], 2)
+    (0.75, 1.0)
+    """
+    rows = []
+    for g in group_sizes:
+        qt = quantize(w, g, bits=bits)
+        r = error_report(w, qt)
+        s = qt.scales.astype(np.float64)
+        naive = float(np.mean(s * s)) / 12
+        corrected = naive * (g - 1) / g
+        rows.append({"group_size": g, "measured": r.mse, "naive": naive,
+                     "corrected": corrected, "ratio_naive": r.mse / naive,
+                     "ratio_corrected": r.mse / corrected, "zeroed_fraction": r.zeroed_fraction})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Outliers
+# --------------------------------------------------------------------------------------------
+
+def single_outlier(group_sizes: Iterable[int] = GROUP_SIZES, magnitude: float = 20.0,
+                   n: int = 4096, position: int = 1000, bits: int = 8, n_rows: int = 256,
+                   seed: int = 0) -> list[dict]:
+    """What one weight ``magnitude`` standard deviations large costs its row, per group size.
+
+    Each of ``n_rows`` Gaussian rows of ``n`` weights (std 0.02) gets one weight, at
+    ``position``, set to ``magnitude * 0.02``; the rows are quantized with and without it and
+    the ratios averaged over the rows (one row alone is noisy for small groups).
+
+    Returns
+    -------
+    list of dict
+        Keys ``group_size``; ``scale_ratio`` (mean over rows of the outlier group's scale over
+        the same group's scale without the outlier); ``group_mse_ratio`` (the outlier groups'
+        MSE over the same groups' MSE without it); ``share`` (fraction of the squared error
+        that comes from the outlier's groups); ``row_mse_ratio`` (MSE with the outlier over
+        without it); ``zeroed_in_group`` (mean number of the other weights of the outlier's
+        group that became 0).
+
+    Examples
+    --------
+    >>> r = single_outlier([4096], magnitude=20, n_rows=8)[0]
+    >>> round(r["row_mse_ratio"], 6) == round(r["group_mse_ratio"], 6), r["share"]
+    (True, 1.0)
+    """
+    clean = synthetic.gaussian((n_rows, n), seed=seed)
+    w = clean.copy()
+    w[:, position] = np.float32(magnitude * synthetic.DEFAULT_STD)
+    others = np.delete(np.arange(n), position)
+    rows = []
+    for g in group_sizes:
+        qc, qw = quantize(clean, g, bits=bits), quantize(w, g, bits=bits)
+        rc, rw = error_report(clean, qc), error_report(w, qw)
+        k = position // g
+        in_group = others[(others // g) == k]
+        rows.append({"group_size": g,
+                     "scale_ratio": float(np.mean(qw.scales[:, k] / qc.scales[:, k])),
+                     "group_mse_ratio": float(rw.group_mse[:, k].sum() / rc.group_mse[:, k].sum()),
+                     "share": float(rw.group_mse[:, k].sum() / rw.group_mse.sum()),
+                     "row_mse_ratio": rw.mse / rc.mse,
+                     "zeroed_in_group": float(np.count_nonzero(qw.values[:, in_group] == 0)
+                                              / n_rows)})
+    return rows
+
+
+def outlier_cost(om: synthetic.OutlierMatrix, group_sizes: Iterable[int] = GROUP_SIZES,
+                 bits: int = 8) -> list[dict]:
+    """Extra error the outlier columns inflict on the *other* weights, per group size.
+
+    Each group size quantizes both ``om.weights`` and ``om.base`` (the same matrix without the
+    outliers) and compares the error on the weights outside the outlier columns.
+
+    Returns
+    -------
+    list of dict
+        Keys ``group_size``; ``groups_hit`` (fraction of groups containing an outlier column);
+        ``mse_clean`` and ``mse_with`` (MSE of the ordinary weights without and with the
+        outliers); ``cost`` (``mse_with / mse_clean``); ``sqnr_clean_db`` and ``sqnr_with_db``
+        (SQNR of the ordinary weights); ``zeroed_with`` (fraction of ordinary weights that
+        became 0 with the outliers present).
+    """
+    normal = ~om.mask
+    x = om.base[normal].astype(np.float64)
+    signal = float(np.sum(x * x))
+    cols = om.weights.shape[1]
+    rows = []
+    for g in group_sizes:
+        out: dict[str, float] = {"group_size": g}
+        hit = np.zeros(cols // g, dtype=bool)
+        hit[om.columns // g] = True
+        out["groups_hit"] = float(hit.mean())
+        for tag, w in (("clean", om.base), ("with", om.weights)):
+            qt = quantize(w, g, bits=bits)
+            err = (qt.dequantize() - w)[normal].astype(np.float64)
+            sq = float(np.sum(err * err))
+            out[f"mse_{tag}"] = sq / err.size
+            out[f"sqnr_{tag}_db"] = 10 * math.log10(signal / sq)
+            if tag == "with":
+                out["zeroed_with"] = float(np.mean(qt.values[normal] == 0))
+        out["cost"] = out["mse_with"] / out["mse_clean"]
+        rows.append(out)
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
+# Group sizes that divide the width, and timing
+# --------------------------------------------------------------------------------------------
+
+def group_size_table(widths: Iterable[int] = MODEL_WIDTHS,
+                     requests: Iterable[int] = REQUESTS) -> list[dict]:
+    """For each width and request: what the halving loop, ``"pow2"`` and ``"divisor"`` give.
+
+    Examples
+    --------
+    >>> group_size_table([4096], [300])
+    [{'width': 4096, 'requested': 300, 'halve': 4, 'pow2': 256, 'divisor': 256}]
+    """
+    return [{"width": d, "requested": r,
+             **{p: choose_group_size(d, r, p) for p in ("halve", "pow2", "divisor")}}
+            for d in widths for r in requests]
+
+
+def format_group_size_table(rows: Sequence[Mapping]) -> str:
+    """One line per width; each request's cell reads ``halve / pow2 / divisor``."""
+    widths = list(dict.fromkeys(r["width"] for r in rows))
+    reqs = list(dict.fromkeys(r["requested"] for r in rows))
+    table = []
+    for d in widths:
+        line: dict[str, object] = {"width": d}
+        for r in rows:
+            if r["width"] == d:
+                line[r["requested"]] = f"{r['halve']} / {r['pow2']} / {r['divisor']}"
+        table.append(line)
+    return format_table(table, [("width", "width", "d")]
+                        + [(q, f"request {q}", "s") for q in reqs])
+
+
+def time_group_sizes(w: np.ndarray, group_sizes: Iterable[int], repeats: int = 7,
+                     threads: int = 1) -> list[dict]:
+    """Wall-clock time of ``quantize`` and ``dequantize`` at each group size.
+
+    Each size runs ``repeats`` times (after one warm-up); the best time is the estimate and
+    ``spread`` = (median - best) / best gauges the noise.  One thread by default, so the other
+    core's load matters less.
+
+    Returns
+    -------
+    list of dict
+        Keys ``group_size``, ``pow2``, ``multiple_of_32``, ``quantize_ns``,
+        ``dequantize_ns`` (best time per weight, nanoseconds), ``quantize_spread``,
+        ``dequantize_spread``.
+    """
+    rows = []
+    for g in group_sizes:
+        tq, td = [], []
+        qt = quantize(w, g, threads=threads)
+        qt.dequantize(threads=threads)
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            qt = quantize(w, g, threads=threads)
+            t1 = time.perf_counter()
+            qt.dequantize(threads=threads)
+            t2 = time.perf_counter()
+            tq.append(t1 - t0)
+            td.append(t2 - t1)
+        tq_a, td_a = np.array(tq), np.array(td)
+        rows.append({"group_size": g, "pow2": g & (g - 1) == 0, "multiple_of_32": g % 32 == 0,
+                     "quantize_ns": 1e9 * tq_a.min() / w.size,
+                     "dequantize_ns": 1e9 * td_a.min() / w.size,
+                     "quantize_spread": float(np.median(tq_a) / tq_a.min() - 1),
+                     "dequantize_spread": float(np.median(td_a) / td_a.min() - 1)})
+    return rows
+
+
+def timing_verdict(rows: Sequence[Mapping], min_group: int = 32) -> str:
+    """Compare powers of two with other group sizes (at least ``min_group``) in timing rows.
+
+    Says how much faster (or slower) the powers of two were on average, for quantize and for
+    dequantize, beside the median repeat-to-repeat spread, and whether the difference exceeds
+    that noise.
+    """
+    sel = [r for r in rows if r["group_size"] >= min_group]
+    p2 = [r for r in sel if r["pow2"]]
+    other = [r for r in sel if not r["pow2"]]
+    if not p2 or not other:
+        raise ValueError("need both powers of two and other group sizes")
+    lines = []
+    for op in ("quantize", "dequantize"):
+        a = float(np.mean([r[f"{op}_ns"] for r in p2]))
+        b = float(np.mean([r[f"{op}_ns"] for r in other]))
+        diff = b / a - 1
+        noise = float(np.median([r[f"{op}_spread"] for r in sel]))
+        judged = ("within the noise: no measurable advantage" if abs(diff) <= noise else
+                  "powers of two faster" if diff > 0 else "powers of two slower")
+        lines.append(f"{op}: powers of two {a:.2f} ns/weight, other sizes {b:.2f} ns/weight "
+                     f"({100 * diff:+.0f}% for the others); median spread between repeats "
+                     f"{100 * noise:.0f}%: {judged}")
+    return "\n".join(lines)
+
+
+def low_bit_summary(rows: Sequence[Mapping], distribution: str, small: int = 32,
+                    large: int | str = 4096) -> list[dict]:
+    """For each bit width, the metrics at a small and a large group size and the gap.
+
+    Returns
+    -------
+    list of dict
+        Keys ``bits``, ``rel_small``/``rel_large`` (relative error), ``gap_points`` (the
+        difference in percentage points), ``sqnr_gap_db``, ``zeroed_small``/``zeroed_large``.
+    """
+    out = []
+    for b in dict.fromkeys(r["bits"] for r in rows):
+        pick = {r["group"]: r for r in rows if r["bits"] == b and r["distribution"] == distribution}
+        s, l_ = pick[small], pick[large]
+        out.append({"bits": b, "rel_small": s["relative_error"], "rel_large": l_["relative_error"],
+                    "gap_points": 100 * (l_["relative_error"] - s["relative_error"]),
+                    "sqnr_gap_db": s["sqnr_db"] - l_["sqnr_db"],
+                    "zeroed_small": s["zeroed_fraction"], "zeroed_large": l_["zeroed_fraction"]})
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+def _plt():
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_distributions(matrices: Mapping[str, np.ndarray], bins: int = 200):
+    """Histograms (log counts) of each matrix, in units of its standard deviation 0.02."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    for name, w in matrices.items():
+        x = w.ravel() / synthetic.DEFAULT_STD
+        ax.hist(x, bins=bins, range=(-25, 25), histtype="step", label=LABELS.get(name, name))
+    ax.set_yscale("log")
+    ax.set_xlabel("weight / 0.02 (standard deviations)")
+    ax.set_ylabel("count")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+_METRIC_AXES = (("sqnr_db", "SQNR (dB, higher is better)", False),
+                ("mse", "MSE (log)", True),
+                ("max_abs_error", "max |error| (log)", True),
+                ("zeroed_fraction", "fraction of weights zeroed", False))
+
+
+def plot_tradeoff(rows: Sequence[Mapping], bits: int = 8,
+                  knee_points: Mapping[tuple[str, int], int] | None = None):
+    """Each metric against bits per weight, one curve per distribution; knees starred."""
+    plt = _plt()
+    rows = [r for r in rows if r["bits"] == bits and r["group"] != "tensor"]
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    for (key, title, log), ax in zip(_METRIC_AXES, axes.ravel()):
+        for d in dict.fromkeys(r["distribution"] for r in rows):
+            pts = [r for r in rows if r["distribution"] == d]
+            x = [r["bits_per_weight"] for r in pts]
+            line, = ax.plot(x, [r[key] for r in pts], "o-", ms=3, label=LABELS.get(d, d))
+            if knee_points and (d, bits) in knee_points:
+                k = next(r for r in pts if r["group_size"] == knee_points[(d, bits)])
+                ax.plot(k["bits_per_weight"], k[key], "*", ms=14, color=line.get_color(),
+                        markeredgecolor="k")
+        if key == "sqnr_db":
+            for r in rows:
+                if r["distribution"] == rows[0]["distribution"] and r["group_size"] in (4, 8, 16, 32,
+                                                                                         128):
+                    ax.annotate(f"g={r['group_size']}", (r["bits_per_weight"], r[key]),
+                                textcoords="offset points", xytext=(4, 6), fontsize=7)
+        if log:
+            ax.set_yscale("log")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(f"bits per weight ({bits} + 32/g)")
+    axes[0, 0].legend(fontsize=7)
+    fig.suptitle(f"{bits}-bit quantization: error against storage (stars: knees)")
+    fig.tight_layout()
+    return fig
+
+
+def plot_theory(w: np.ndarray, group_size: int = 64, bits: int = 8, max_points: int = 4000):
+    """Scatter of measured against predicted MSE per group, with the line y = x."""
+    plt = _plt()
+    pred, meas = group_theory(w, group_size, bits)
+    step = max(1, pred.size // max_points)
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.loglog(pred[::step], meas[::step], ".", ms=2, alpha=0.5)
+    lo, hi = float(min(pred.min(), meas.min())), float(max(pred.max(), meas.max()))
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="measured = predicted")
+    ax.set_xlabel("predicted group MSE, (g-1)/g · scale²/12")
+    ax.set_ylabel("measured group MSE")
+    ax.set_title(f"{pred.size} groups of {group_size}, {bits} bits", fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_outliers(om: synthetic.OutlierMatrix, group_size: int = 128, rows: int = 64):
+    """Where the outliers sit: per-column max |w|, and the scales of the first rows."""
+    plt = _plt()
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    colmax = np.abs(om.weights).max(axis=0)
+    a.plot(colmax, lw=0.6)
+    a.plot(om.columns, colmax[om.columns], "rv", label="outlier columns")
+    a.set_xlabel("column (input channel)")
+    a.set_ylabel("max |w| over rows")
+    a.legend(fontsize=8)
+    qt = quantize(om.weights[:rows], group_size)
+    im = b.imshow(np.log10(qt.scales), aspect="auto", cmap="viridis", interpolation="nearest")
+    b.set_xlabel(f"group (of {group_size} columns)")
+    b.set_ylabel("row")
+    b.set_title("log10 of each group's scale", fontsize=10)
+    fig.colorbar(im, ax=b)
+    fig.tight_layout()
+    return fig
+
+
+def plot_low_bits(rows: Sequence[Mapping], distribution: str = "gaussian"):
+    """Relative error and zeroed fraction against group size, one curve per bit width."""
+    plt = _plt()
+    rows = [r for r in rows if r["distribution"] == distribution and r["group"] != "tensor"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for bits in dict.fromkeys(r["bits"] for r in rows):
+        pts = [r for r in rows if r["bits"] == bits]
+        g = [r["group_size"] for r in pts]
+        a.semilogx(g, [100 * r["relative_error"] for r in pts], "o-", ms=3, label=f"{bits} bits",
+                   base=2)
+        b.semilogx(g, [r["zeroed_fraction"] for r in pts], "o-", ms=3, label=f"{bits} bits",
+                   base=2)
+    a.set_ylabel("relative error ‖w−w'‖/‖w‖ (%)")
+    b.set_ylabel("fraction of weights zeroed")
+    for ax in (a, b):
+        ax.set_xlabel("group size")
+        ax.legend(fontsize=8)
+    fig.suptitle(LABELS.get(distribution, distribution))
+    fig.tight_layout()
+    return fig
+
+
+def plot_timing(rows: Sequence[Mapping]):
+    """Best ns per weight against group size; powers of two filled, others hollow."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    for key, name in (("quantize_ns", "quantize"), ("dequantize_ns", "dequantize")):
+        g = [r["group_size"] for r in rows]
+        line, = ax.semilogx(g, [r[key] for r in rows], "-", lw=1, base=2, label=name)
+        for r in rows:
+            ax.plot(r["group_size"], r[key], "o", color=line.get_color(),
+                    mfc=line.get_color() if r["pow2"] else "white")
+    ax.set_xlabel("group size (filled: power of two)")
+    ax.set_ylabel("best time per weight (ns)")
+    ax.set_ylim(bottom=0)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Widget and its static fallback
+# --------------------------------------------------------------------------------------------
+
+EXPLORE_SHAPE = (128, 4096)
+
+
+@functools.lru_cache(maxsize=16)
+def _explore_matrix(distribution: str, strength: float) -> np.ndarray:
+    return synthetic.make_weights(distribution, EXPLORE_SHAPE, seed=0, strength=strength)
+
+
+def explore_static(distribution: str = "outliers", strength: float = 20.0, bits: int = 4,
+                   group_size: int = 128, show_rows: int = 128):
+    """Metrics of one setting, printed, and a figure: the trade-off curve of that
+    distribution at ``bits`` with the chosen group size marked, and the first weights of row 0
+    beside their dequantized values.
+
+    Returns
+    -------
+    (dict, matplotlib.figure.Figure)
+        The metrics row (as in :func:`sweep`) and the figure.
+    """
+    plt = _plt()
+    w = _explore_matrix(distribution, float(strength))
+    rows = sweep({distribution: w}, GROUP_SIZES, bits=bits, per_tensor=False)
+    row = next(r for r in rows if r["group_size"] == group_size)
+    print(format_table([row], [("group", "group", "d"), ("bits_per_weight", "bits/weight", ".3f"),
+                               ("max_abs_error", "max |err|", ".2e"), ("mse", "MSE", ".2e"),
+                               ("sqnr_db", "SQNR dB", ".2f"),
+                               ("relative_error", "rel. error", ".4f"),
+                               ("zeroed_fraction", "zeroed", ".4f")]))
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.5))
+    a.plot([r["bits_per_weight"] for r in rows], [r["sqnr_db"] for r in rows], "o-", ms=3)
+    a.plot(row["bits_per_weight"], row["sqnr_db"], "r*", ms=14)
+    a.set_xlabel(f"bits per weight ({bits} + 32/g)")
+    a.set_ylabel("SQNR (dB)")
+    a.set_title(f"{LABELS.get(distribution, distribution)}, {bits} bits", fontsize=10)
+    qt = quantize(w[:1], group_size, bits=bits)
+    n = min(show_rows, w.shape[1])
+    x = np.arange(n)
+    b.plot(x, w[0, :n], ".", ms=4, label="original")
+    b.step(x, qt.dequantize()[0, :n], where="mid", lw=1, label="dequantized")
+    for edge in range(0, n + 1, group_size):
+        b.axvline(edge - 0.5, color="0.8", lw=0.8)
+    b.set_xlabel(f"first {n} weights of row 0 (grey lines: group edges)")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return row, fig
+
+
+def explore():
+    """Interactive version of :func:`explore_static`: distribution, outlier strength, bits and
+    group size, with live metrics and plots.  Needs ipywidgets and a running kernel."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    plt = _plt()
+    dist = widgets.Dropdown(options=[(LABELS[k], k) for k in synthetic.DISTRIBUTIONS],
+                            value="outliers", description="weights")
+    strength = widgets.FloatLogSlider(value=20.0, base=10, min=0, max=2, step=0.05,
+                                      description="outlier ×σ")
+    bits = widgets.IntSlider(value=4, min=2, max=8, description="bits")
+    group = widgets.SelectionSlider(options=list(GROUP_SIZES), value=128,
+                                    description="group size")
+
+    def update(distribution: str, strength: float, bits: int, group_size: int) -> None:
+        explore_static(distribution, strength, bits, group_size)
+        plt.show()
+
+    out = widgets.interactive_output(update, {"distribution": dist, "strength": strength,
+                                              "bits": bits, "group_size": group})
+    ui = widgets.VBox([widgets.HBox([dist, strength]), widgets.HBox([bits, group]), out])
+    display(ui)
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises
+# --------------------------------------------------------------------------------------------
+
+EXERCISE_GROUP_SIZE = 8
+
+
+def exercise_matrix() -> np.ndarray:
+    """The matrix of exercise 1: Laplace weights, shape (512, 4096), seed 3."""
+    return synthetic.laplace(SHAPE, seed=3)
+
+
+def check_predicted_mse(answer: object) -> Feedback:
+    """Exercise 1: the MSE of ``exercise_matrix()`` at 8 bits and group size 8, predicted from
+    ``qt.scales`` alone with the uniform-rounding model and the ``(g - 1) / g`` correction."""
+    w = exercise_matrix()
+    g = EXERCISE_GROUP_SIZE
+    qt = quantize(w, g)
+    s = qt.scales.astype(np.float64)
+    naive = float(np.mean(s * s)) / 12
+    expected = naive * (g - 1) / g
+    measured = error_report(w, qt).mse
+    try:
+        value = float(answer)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return wrong(f"Expected a number (the predicted MSE), got {answer!r}.")
+    if close_enough(value, measured, rel=1e-6):
+        return wrong("That is the measured MSE from error_report. Predict it from qt.scales "
+                     "alone, with the uniform-rounding model.")
+    if close_enough(value, expected, rel=2e-3):
+        return right(f"{value:.4e}: predicted from the scales alone; the measured MSE is "
+                     f"{measured:.4e} (ratio {measured / expected:.4f}).")
+    if close_enough(value, naive, rel=2e-3):
+        return wrong(f"Close: that is mean(scale²)/12, which assumes all {g} weights of a group "
+                     f"have rounding error. The largest one maps exactly to ±127; multiply by "
+                     f"({g}-1)/{g}.")
+    if close_enough(value, 12 * naive, rel=2e-3) or close_enough(value, 12 * expected, rel=2e-3):
+        return wrong("Off by a factor of 12: a uniform error on [-scale/2, scale/2] has "
+                     "variance scale²/12.")
+    if close_enough(value, float(np.mean(s)) ** 2 / 12 * (g - 1) / g, rel=2e-3):
+        return wrong("Average scale² over the groups, not the square of the average scale: "
+                     "the MSE is a mean of per-group variances.")
+    return wrong(f"Not the prediction (it should be within a fraction of a percent of the "
+                 f"measured {measured:.3e}). Use qt = gqlearn.quantize(w, {g}) and "
+                 f"qt.scales.astype(np.float64).")
+
+
+def check_scale_overhead(answer_gb: object) -> Feedback:
+    """Exercise 2: GB of float32 scales for LLaMA-2 70B's linear layers at group size 128."""
+    m = LLAMA2_CONFIGS["LLaMA-2 70B"]
+    n = m.n_linear_params
+    expected = n / 128 * 4 / GB
+    try:
+        value = float(answer_gb)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return wrong(f"Expected a number of GB, got {answer_gb!r}.")
+    if close_enough(value, expected, rel=1e-3):
+        return right(f"{value:.3f} GB: {n:,} linear weights / 128 = {n // 128:,} scales × 4 "
+                     f"bytes, i.e. 32/128 = 0.25 bits per weight.")
+    hints = [(n / 128 * 2 / GB, "That counts 2-byte (float16) scales; gqlearn stores float32."),
+             (n / 128 * 4 / 2**30, "That is GiB (2**30 bytes); the course uses GB = 1e9 bytes."),
+             (m.n_params / 128 * 4 / GB, "That quantizes every parameter; only the linear layers "
+              "(ModelShape.n_linear_params) are quantized here."),
+             (n / 128 * 32 / GB, "That is gigabits: each scale is 32 bits = 4 bytes."),
+             (n / 128 / GB, "That counts scales, not bytes: each is 4 bytes."),
+             (70e9 / 128 * 4 / GB, "That uses the nominal 70e9 parameters; use "
+              "LLAMA2_CONFIGS['LLaMA-2 70B'].n_linear_params.")]
+    for v, msg in hints:
+        if close_enough(value, v, rel=1e-3):
+            return wrong(msg)
+    return wrong("Scales = linear weights / group size; bytes = 4 per scale; GB = 1e9 bytes.")
+
+
+def check_group_size_chooser(fn: Callable[[int, int], int]) -> Feedback:
+    """Exercise 3: ``fn(dim, requested)`` must return ``requested`` if it divides ``dim``, and
+    otherwise the largest power of two that is at most ``requested`` and divides ``dim`` (what
+    ``choose_group_size(dim, requested)`` returns)."""
+    cases = [(d, r) for d in MODEL_WIDTHS for r in REQUESTS]
+    cases += [(6, 4), (7, 5), (96, 96), (100, 300), (1, 1), (4096, 4096), (4096, 10000)]
+    for d, r in cases:
+        expected = choose_group_size(d, r)
+        try:
+            got = fn(d, r)
+        except Exception as exc:  # the learner's code: report, don't crash
+            return wrong(f"fn({d}, {r}) raised {type(exc).__name__}: {exc}")
+        if isinstance(got, bool) or not isinstance(got, (int, np.integer)):
+            return wrong(f"fn({d}, {r}) returned {got!r}; return an int.")
+        got = int(got)
+        if got <= 0 or d % got:
+            return wrong(f"fn({d}, {r}) returned {got}, which does not divide {d}.")
+        if got > r:
+            return wrong(f"fn({d}, {r}) returned {got}, more than the {r} requested.")
+        halving = (" Halving the request (300, 150, 75, ...) leaves the powers of two; start "
+                   "from the largest power of two <= the request instead."
+                   if got == choose_group_size(d, r, "halve") else "")
+        if got != r and got & (got - 1):
+            return wrong(f"fn({d}, {r}) returned {got}, not a power of two.{halving}")
+        if got != expected and r == expected:
+            return wrong(f"fn({d}, {r}) returned {got}, but {r} itself divides {d}: keep the "
+                         f"request when it fits.")
+        if got != expected:
+            return wrong(f"fn({d}, {r}) returned {got}, but {expected} also divides {d} and "
+                         f"is larger.{halving}")
+    return right(f"All {len(cases)} cases match gqlearn.choose_group_size.")
