@@ -1,0 +1,369 @@
+"""What group-wise quantization does to a decoder's predictions: perplexity and agreement.
+
+For each setting (bits, group size) every block matrix of the model (``attn_q``, ``attn_k``,
+``attn_v``, ``attn_output``, ``ffn_gate``, ``ffn_up``, ``ffn_down``: 210 matrices in
+SmolLM2-135M) is quantized with :func:`gqlearn.quantize` and dequantized back to float32; the
+model then reads a text and we compare its next-token predictions with the float model's:
+
+* **perplexity** ``exp(mean NLL)`` of the text's tokens (lower is better; the float model's is
+  the baseline);
+* **agreement**: the fraction of positions where the quantized model's most likely next token
+  (top-1) is the float model's;
+* **KL**: the mean Kullback-Leibler divergence from the float model's next-token distribution
+  to the quantized one's, in nats per token.
+
+What is quantized, and what is not
+----------------------------------
+The token embedding (which, tied, is also the output matrix) and the RMSNorm weights stay as
+they are by default: the embedding is a lookup table whose rows are read one token at a time,
+and schemes such as llama.cpp's keep the output/embedding matrix at higher precision than the
+blocks.  In SmolLM2-135M's GGUF the embedding is already stored as Q8_0 (8-bit, group 32).
+``include_embedding=True`` quantizes it too, to measure the difference.
+
+Group sizes run along each matrix's input axis (its rows, ``in_features`` long).  A requested
+group size that does not divide a matrix's width is reduced with
+:func:`gqlearn.choose_group_size` (largest power of two that divides): in SmolLM2 the widths are
+576 = 2^6 * 9 and 1536 = 2^9 * 3, so 128 and 256 back off to 64 on every matrix but
+``ffn_down``.  :attr:`QuantEvaluation.rows` reports the group sizes actually used.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+
+import numpy as np
+
+from ..core import dequantize, quantize
+from ..group_size import choose_group_size
+from .llama import Llama
+
+__all__ = ["Setting", "QuantizedWeights", "QuantRow", "QuantEvaluation", "quantize_linear_weights",
+           "token_log_probs", "perplexity", "next_token_agreement", "evaluate_quantization",
+           "load_sample_text", "SAMPLE_TEXT_SOURCE"]
+
+SAMPLE_TEXT_SOURCE = ("Lewis Carroll, Alice's Adventures in Wonderland (1865), Chapter I, first "
+                      "five paragraphs (Project Gutenberg eBook #11; public domain)")
+
+
+def load_sample_text() -> str:
+    """The course's measurement text: the opening of *Alice's Adventures in Wonderland*.
+
+    See :data:`SAMPLE_TEXT_SOURCE`; about 300 tokens with SmolLM2's tokenizer.
+    """
+    return (resources.files("gqlearn") / "data" / "alice_chapter1.txt").read_text("utf-8")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One quantization setting: ``bits`` (None for the float baseline) and the requested
+    ``group_size`` (None for per-tensor: one scale for a whole matrix)."""
+
+    bits: int | None = None
+    group_size: int | None = None
+
+    @property
+    def label(self) -> str:
+        """E.g. ``"float"``, ``"int8 g=32"``, ``"int4 per-tensor"``."""
+        if self.bits is None:
+            return "float"
+        return f"int{self.bits} " + ("per-tensor" if self.group_size is None
+                                      else f"g={self.group_size}")
+
+
+@dataclass(frozen=True)
+class QuantizedWeights:
+    """Dequantized copies of a model's matrices, as :func:`quantize_linear_weights` made them.
+
+    Attributes
+    ----------
+    weights : dict of str to numpy.ndarray
+        float32 dequantized matrices by GGUF name, for :meth:`Llama.with_weights`.
+    group_sizes : dict of str to int
+        The group size used for each matrix (its full size for per-tensor).
+    bits_per_weight : float
+        Storage of the quantized matrices: packed values plus one float32 scale per group.
+    n_weights : int
+        Number of weights quantized.
+    """
+
+    weights: dict[str, np.ndarray]
+    group_sizes: dict[str, int]
+    bits_per_weight: float
+    n_weights: int
+
+    def group_sizes_by_width(self) -> dict[int, int]:
+        """Group size used per input width: ``{576: 64, 1536: 128}`` for a request of 128.
+
+        For per-tensor quantization the value is a matrix's size (larger than its width).
+        """
+        return {self.weights[name].shape[-1]: gs for name, gs in self.group_sizes.items()}
+
+
+def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
+                            include_embedding: bool = False,
+                            policy: str = "pow2") -> QuantizedWeights:
+    """Quantize and dequantize every block matrix of ``model`` (and optionally the embedding).
+
+    Parameters
+    ----------
+    model : Llama
+    bits : int
+        2 to 8.
+    group_size : int or None
+        Requested group size along each matrix's input axis; reduced per matrix with
+        :func:`gqlearn.choose_group_size` (``policy``) where it does not divide the width.
+        None: per-tensor, one scale for the whole matrix.
+    include_embedding : bool, default False
+        Quantize the (tied) token embedding too, with the same setting.
+    policy : {"pow2", "divisor", "halve"}, default "pow2"
+
+    Returns
+    -------
+    QuantizedWeights
+    """
+    names = model.linear_names()
+    if include_embedding:
+        names = ["token_embd.weight", *names]
+    weights: dict[str, np.ndarray] = {}
+    sizes: dict[str, int] = {}
+    total_bytes = 0
+    n = 0
+    for name in names:
+        w = model.weights[name]
+        if group_size is None:  # one scale for the whole matrix
+            qt = quantize(w.reshape(1, -1), w.size, bits=bits)
+            sizes[name] = w.size
+        else:
+            gs = choose_group_size(w.shape[-1], group_size, policy)  # type: ignore[arg-type]
+            qt = quantize(w, gs, bits=bits)
+            sizes[name] = gs
+        weights[name] = dequantize(qt).reshape(w.shape)
+        total_bytes += qt.nbytes
+        n += w.size
+    return QuantizedWeights(weights, sizes, 8 * total_bytes / n, n)
+
+
+def token_log_probs(logits: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+    """Log-probability the model gave each next token: ``log p(ids[j+1] | ids[:j+1])``.
+
+    Parameters
+    ----------
+    logits : numpy.ndarray
+        ``(T, vocab)`` logits of :meth:`Llama.forward` on ``ids``.
+    ids : sequence of int
+        The ``T`` token ids.
+
+    Returns
+    -------
+    numpy.ndarray
+        float64, ``T - 1`` log-probabilities (computed in float64).
+    """
+    ids = np.asarray(ids).reshape(-1)
+    if logits.ndim != 2 or logits.shape[0] != ids.size or ids.size < 2:
+        raise ValueError(f"need (T, vocab) logits for T >= 2 tokens; got logits "
+                         f"{logits.shape} for {ids.size} tokens")
+    z = logits[:-1].astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    log_norm = np.log(np.exp(z).sum(axis=1))
+    return z[np.arange(ids.size - 1), ids[1:]] - log_norm
+
+
+def perplexity(logits: np.ndarray, ids: Sequence[int] | np.ndarray) -> float:
+    """``exp(-mean(token_log_probs(logits, ids)))``: the text's perplexity under the model.
+
+    >>> import numpy as np
+    >>> logits = np.zeros((3, 4), dtype=np.float32)   # uniform over 4 tokens
+    >>> round(perplexity(logits, [0, 1, 2]), 6)
+    4.0
+    """
+    return float(np.exp(-token_log_probs(logits, ids).mean()))
+
+
+def next_token_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
+    """Fraction of positions where two models' most likely next tokens are the same.
+
+    >>> import numpy as np
+    >>> a = np.array([[0.0, 1.0], [2.0, 0.0]]); b = np.array([[0.0, 3.0], [0.0, 1.0]])
+    >>> next_token_agreement(a, b)
+    0.5
+    """
+    if logits_a.shape != logits_b.shape:
+        raise ValueError(f"logits shapes differ: {logits_a.shape} vs {logits_b.shape}")
+    return float(np.mean(logits_a.argmax(axis=-1) == logits_b.argmax(axis=-1)))
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64)
+    z -= z.max(axis=1, keepdims=True)
+    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return z
+
+
+@dataclass(frozen=True)
+class QuantRow:
+    """One row of :class:`QuantEvaluation`.
+
+    Attributes
+    ----------
+    setting : Setting
+    group_sizes : dict of int to int
+        Group size used per matrix input width (empty for the float baseline).
+    bits_per_weight : float
+        Storage of the block matrices (32 for float32).
+    perplexity : float
+        On the evaluation text.
+    n_agree : int
+        Positions whose top-1 next token matches the float model's.
+    n_positions : int
+        Positions scored (tokens - 1).
+    kl : float
+        Mean KL(float || quantized) of the next-token distributions, nats per token.
+    sample_ids : list of int
+        Greedy continuation of the prompt (empty without a prompt).
+    sample : str
+        ``sample_ids`` decoded (empty without a tokenizer).
+    """
+
+    setting: Setting
+    group_sizes: dict[int, int]
+    bits_per_weight: float
+    perplexity: float
+    n_agree: int
+    n_positions: int
+    kl: float
+    sample_ids: list[int] = field(default_factory=list)
+    sample: str = ""
+
+    @property
+    def label(self) -> str:
+        return self.setting.label
+
+    @property
+    def agreement(self) -> float:
+        """``n_agree / n_positions``."""
+        return self.n_agree / self.n_positions
+
+
+@dataclass(frozen=True)
+class QuantEvaluation:
+    """The perplexity / agreement table of :func:`evaluate_quantization`.
+
+    ``print(evaluation)`` shows it; ``rows[0]`` is the float baseline.
+    """
+
+    rows: list[QuantRow]
+    n_tokens: int
+    prompt: str = ""
+
+    @property
+    def baseline(self) -> QuantRow:
+        return self.rows[0]
+
+    def row(self, label: str) -> QuantRow:
+        """The row whose setting label is ``label`` (e.g. ``"int4 g=32"``)."""
+        for r in self.rows:
+            if r.label == label:
+                return r
+        raise KeyError(f"no row {label!r}; rows are {[r.label for r in self.rows]}")
+
+    def to_records(self) -> list[dict[str, object]]:
+        """One dict per row (rounded), e.g. for a pandas DataFrame."""
+        return [{"setting": r.label, "bits": r.setting.bits, "group_size": r.setting.group_size,
+                 "group_sizes_used": dict(r.group_sizes),
+                 "bits_per_weight": round(r.bits_per_weight, 3),
+                 "perplexity": round(r.perplexity, 3), "agreement": round(r.agreement, 4),
+                 "kl": round(r.kl, 5), "sample": r.sample} for r in self.rows]
+
+    def table(self, *, samples: bool = False) -> str:
+        """A plain-text table; ``samples=True`` adds the greedy continuation per row."""
+        base = self.baseline.perplexity
+        head = (f"{'setting':<16} {'groups used':<18} {'bits/w':>7} {'perplexity':>10} "
+                f"{'change':>8} {'agreement':>13} {'KL nats':>8}")
+        lines = [head, "-" * len(head)]
+        for r in self.rows:
+            used = ("-" if not r.group_sizes else ", ".join(
+                f"{w}:{'all' if g >= w else g}" for w, g in sorted(r.group_sizes.items())))
+            change = "" if r.setting.bits is None else f"{100 * (r.perplexity / base - 1):+.1f}%"
+            line = (f"{r.label:<16} {used:<18} {r.bits_per_weight:>7.3f} {r.perplexity:>10.3f} "
+                    f"{change:>8} {r.n_agree:>4}/{r.n_positions:<3} {r.agreement:>5.1%} "
+                    f"{r.kl:>8.4f}")
+            if samples:
+                line += f"  {r.sample!r}"
+            lines.append(line)
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.table()
+
+
+def evaluate_quantization(model: Llama, ids: Sequence[int], *,
+                          bits: Sequence[int] = (8, 4, 3),
+                          group_sizes: Sequence[int | None] = (32, 64, None),
+                          prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 8,
+                          stop_ids: Sequence[int] = (), tokenizer: object | None = None,
+                          include_embedding: bool = False,
+                          progress: Callable[[str], None] | None = None) -> QuantEvaluation:
+    """Perplexity, next-token agreement and KL for each (bits, group size) vs the float model.
+
+    Parameters
+    ----------
+    model : Llama
+        The float model; it is not modified.
+    ids : sequence of int
+        Token ids of the evaluation text (all scored in one forward pass per setting).
+    bits : sequence of int, default (8, 4, 3)
+    group_sizes : sequence of int or None, default (32, 64, None)
+        Requested group sizes; None is per-tensor.  Reduced per matrix where they do not
+        divide its width (see :func:`quantize_linear_weights`).
+    prompt_ids : sequence of int, optional
+        If given, each setting also decodes up to ``max_new_tokens`` greedily from it.
+    max_new_tokens : int, default 8
+    stop_ids : sequence of int, optional
+        Token ids that end a generation.
+    tokenizer : tokenizers.Tokenizer, optional
+        Used to decode the samples into text.
+    include_embedding : bool, default False
+        Quantize the tied embedding as well.
+    progress : callable, optional
+        Called with each setting's label before it is evaluated.
+
+    Returns
+    -------
+    QuantEvaluation
+        The float baseline first, then one row per (bits, group size), bits outermost.
+    """
+    ids = [int(i) for i in ids]
+    settings = [Setting()] + [Setting(b, g) for b in bits for g in group_sizes]
+    float_logits = model.forward(ids)
+    float_lp = _log_softmax(float_logits[:-1])
+    float_top = float_lp.argmax(axis=1)
+    targets = np.asarray(ids[1:])
+    n = len(ids) - 1
+    rows = []
+    for s in settings:
+        if progress is not None:
+            progress(s.label)
+        if s.bits is None:
+            m, used, bpw = model, {}, 32.0
+            lp = float_lp
+        else:
+            qw = quantize_linear_weights(model, s.bits, s.group_size,
+                                         include_embedding=include_embedding)
+            m, used, bpw = model.with_weights(qw.weights), qw.group_sizes_by_width(), \
+                qw.bits_per_weight
+            lp = _log_softmax(m.forward(ids)[:-1])
+        nll = -lp[np.arange(n), targets].mean()
+        kl = float(np.mean(np.sum(np.exp(float_lp) * (float_lp - lp), axis=1)))
+        sample_ids = (m.generate(prompt_ids, max_new_tokens, stop_ids=stop_ids)
+                      if prompt_ids is not None else [])
+        sample = (tokenizer.decode(sample_ids, skip_special_tokens=False)  # type: ignore
+                  if tokenizer is not None and sample_ids else "")
+        rows.append(QuantRow(s, used, bpw, math.exp(nll), int((lp.argmax(axis=1) == float_top).sum()),
+                             n, max(kl, 0.0), sample_ids, sample))
+        del m
+    prompt = (tokenizer.decode(list(prompt_ids), skip_special_tokens=False)  # type: ignore
+              if tokenizer is not None and prompt_ids is not None else "")
+    return QuantEvaluation(rows, len(ids), prompt)

@@ -1,0 +1,305 @@
+"""Read a GGUF checkpoint (llama.cpp's file format) into float32 numpy tensors.
+
+A GGUF file holds key/value metadata (architecture, sizes, the tokenizer's vocabulary and
+merges) and tensors, each stored in a ggml type: F32, F16, or a block-quantized format such
+as Q8_0 (32 int8 values and one float16 scale per block) or Q4_1 (32 4-bit values, a float16
+scale and a float16 minimum per block).  The ``gguf`` package (from llama.cpp) parses the file
+with a memory map and dequantizes each format in numpy; this module adds what the course
+needs on top: one tensor at a time, the LLaMA config from the metadata, and errors that name
+the file and the tensor when a file is truncated or malformed.
+
+Tensors come out in numpy order, ``(out_features, in_features)`` for a weight matrix (GGUF
+lists dimensions the other way round, fastest first).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .llama import Llama, LlamaConfig
+
+__all__ = ["GGUFError", "open_gguf", "read_metadata", "read_llama_config", "tensor_infos",
+           "iter_gguf_tensors", "load_gguf", "load_llama", "save_llama_gguf"]
+
+
+class GGUFError(ValueError):
+    """A GGUF file is truncated, malformed, or not the kind of model asked for."""
+
+
+def _reader_class() -> type:
+    import gguf
+
+    class _CheckedReader(gguf.GGUFReader):
+        """GGUFReader that checks each tensor's byte range before mapping it, so a truncated
+        file is reported by tensor name instead of numpy's "cannot reshape" message.
+
+        It also keeps the file's memory map as a plain ndarray view (still backed by the
+        map): slicing an ``np.memmap`` subclass costs a Python-level ``__array_finalize__``
+        per slice, and parsing SmolLM2's 100,000 tokenizer strings takes 3.5x longer.
+        """
+
+        path: Path
+
+        @property  # type: ignore[override]
+        def data(self) -> np.ndarray:
+            return self._data
+
+        @data.setter
+        def data(self, value: np.ndarray) -> None:
+            self._data = value.view(np.ndarray) if isinstance(value, np.memmap) else value
+
+        def _build_tensors(self, start_offs: int, fields: list[Any]) -> None:
+            size = len(self.data)
+            for fld in fields:
+                try:
+                    _, name_data, _, dims, raw_type, offset = fld.parts
+                    name = bytes(name_data).decode("utf-8", "replace")
+                    qtype = gguf.GGMLQuantizationType(int(raw_type[0]))
+                except ValueError as exc:
+                    raise GGUFError(f"tensor info at byte {fld.offset}: {exc}") from None
+                except Exception:  # a layout this check does not know: let gguf decide
+                    break
+                block, type_size = gguf.GGML_QUANT_SIZES[qtype]
+                n_elements = int(np.prod(dims.astype(np.int64)))
+                if n_elements % block:
+                    raise GGUFError(f"tensor {name!r}: {n_elements} elements do not fill whole "
+                                    f"{qtype.name} blocks of {block}")
+                end = int(start_offs + offset[0]) + n_elements // block * type_size
+                if end > size:
+                    raise GGUFError(f"tensor {name!r} ({qtype.name}, shape "
+                                    f"{tuple(reversed(dims.tolist()))}) ends at byte {end}, "
+                                    f"past the end of the file ({size} bytes): truncated?")
+            super()._build_tensors(start_offs, fields)
+
+    return _CheckedReader
+
+
+Source = Any  # a path, or a reader from :func:`open_gguf` (parsing the header takes ~1 s)
+
+
+def _reader(source: Source) -> tuple[Any, Path]:
+    if hasattr(source, "tensors") and hasattr(source, "fields"):
+        return source, Path(getattr(source, "path", "<gguf>"))
+    reader = open_gguf(source)
+    return reader, reader.path
+
+
+def open_gguf(path: str | os.PathLike[str]) -> Any:
+    """Open a GGUF file (memory-mapped) as a ``gguf.GGUFReader``.
+
+    The other functions of this module accept the reader in place of a path, so that a file
+    is parsed once.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+    GGUFError
+        If the file is not a GGUF file, or is truncated or malformed; the message names the
+        file (and the tensor, when one tensor's data runs past the end).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no GGUF file at {path}")
+    try:
+        reader = _reader_class()(path, "r")
+        reader.path = path
+        return reader
+    except GGUFError as exc:
+        raise GGUFError(f"{path}: {exc}") from None
+    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError) as exc:
+        raise GGUFError(f"{path}: not a readable GGUF file (truncated or malformed header): "
+                        f"{exc}") from exc
+
+
+def _field_value(field: Any) -> Any:
+    return field.contents()
+
+
+def read_metadata(source: Source, *, skip_arrays_longer_than: int = 64) -> dict[str, Any]:
+    """The key/value metadata of a GGUF file (path or reader), as Python values.
+
+    Arrays longer than ``skip_arrays_longer_than`` (the tokenizer's 49152 tokens, ...) are
+    replaced by a short description, ``"<array of N>"``.
+    """
+    reader, _ = _reader(source)
+    out: dict[str, Any] = {}
+    for key, fld in reader.fields.items():
+        if len(fld.data) > skip_arrays_longer_than:
+            out[key] = f"<array of {len(fld.data)}>"
+        else:
+            out[key] = _field_value(fld)
+    return out
+
+
+def _require(reader: Any, path: Path, key: str) -> Any:
+    fld = reader.get_field(key)
+    if fld is None:
+        raise GGUFError(f"{path}: metadata key {key!r} is missing")
+    return _field_value(fld)
+
+
+def read_llama_config(source: Source) -> LlamaConfig:
+    """The :class:`LlamaConfig` in a GGUF file's metadata (``llama.*`` keys).
+
+    Parameters
+    ----------
+    source : path or reader
+        A GGUF file, or a reader from :func:`open_gguf`.
+
+    Raises
+    ------
+    GGUFError
+        If the architecture is not ``llama`` or a required key is missing.
+    """
+    reader, path = _reader(source)
+    arch = _require(reader, path, "general.architecture")
+    if arch != "llama":
+        raise GGUFError(f"{path}: architecture is {arch!r}, not 'llama'")
+    vocab = reader.get_field("llama.vocab_size")
+    if vocab is not None:
+        vocab_size = int(_field_value(vocab))
+    else:
+        vocab_size = len(reader.get_field("tokenizer.ggml.tokens").data)
+    ctx = reader.get_field("llama.context_length")
+    return LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=int(_require(reader, path, "llama.embedding_length")),
+        n_layers=int(_require(reader, path, "llama.block_count")),
+        n_heads=int(_require(reader, path, "llama.attention.head_count")),
+        n_kv_heads=int(_require(reader, path, "llama.attention.head_count_kv")),
+        ffn_size=int(_require(reader, path, "llama.feed_forward_length")),
+        rope_base=float(_require(reader, path, "llama.rope.freq_base")),
+        rms_eps=float(_require(reader, path, "llama.attention.layer_norm_rms_epsilon")),
+        context_length=int(_field_value(ctx)) if ctx is not None else 2048,
+    )
+
+
+def tensor_infos(source: Source) -> list[tuple[str, str, tuple[int, ...]]]:
+    """``(name, ggml type, numpy shape)`` of every tensor, without reading any data.
+
+    For SmolLM2-135M, e.g. ``('blk.0.attn_q.weight', 'Q4_1', (576, 576))``.
+    """
+    reader, _ = _reader(source)
+    return [(t.name, t.tensor_type.name, tuple(int(d) for d in reversed(t.shape.tolist())))
+            for t in reader.tensors]
+
+
+def _dequantize(path: Path, tensor: Any) -> np.ndarray:
+    from gguf import quants
+
+    try:
+        data = quants.dequantize(tensor.data, tensor.tensor_type)
+    except (ValueError, NotImplementedError, TypeError) as exc:
+        raise GGUFError(f"{path}: tensor {tensor.name!r} ({tensor.tensor_type.name}) could "
+                        f"not be dequantized: {exc}") from exc
+    shape = tuple(int(d) for d in reversed(tensor.shape.tolist()))
+    data = np.ascontiguousarray(data, dtype=np.float32).reshape(shape)
+    if not np.isfinite(data).all():
+        raise GGUFError(f"{path}: tensor {tensor.name!r} ({tensor.tensor_type.name}) holds "
+                        f"non-finite values: corrupt file?")
+    return data
+
+
+def iter_gguf_tensors(source: Source) -> Iterator[tuple[str, np.ndarray]]:
+    """Yield ``(name, float32 array)`` for each tensor of a GGUF file, one at a time.
+
+    Quantized tensors (Q8_0, Q4_1, ...) are dequantized with ``gguf.quants.dequantize``;
+    only one dequantized tensor is alive at a time unless the caller keeps them.
+
+    Raises
+    ------
+    GGUFError
+        If the file is truncated or malformed, or a tensor cannot be dequantized or holds
+        non-finite values; the message names the file and the tensor.
+    """
+    reader, path = _reader(source)
+    for tensor in reader.tensors:
+        yield tensor.name, _dequantize(path, tensor)
+
+
+def load_gguf(source: Source) -> tuple[LlamaConfig, dict[str, np.ndarray]]:
+    """The config and all tensors (float32) of a LLaMA-architecture GGUF file (or reader)."""
+    reader, _ = _reader(source)
+    return read_llama_config(reader), dict(iter_gguf_tensors(reader))
+
+
+def load_llama(source: Source) -> Llama:
+    """A :class:`Llama` with the float32 (dequantized) weights of a GGUF file.
+
+    Raises
+    ------
+    GGUFError
+        If the file is malformed, or lacks a tensor the model needs or has one of the wrong
+        shape.
+    """
+    reader, path = _reader(source)
+    config, weights = load_gguf(reader)
+    try:
+        return Llama(config, weights)
+    except ValueError as exc:
+        raise GGUFError(f"{path}: {exc}") from exc
+
+
+def save_llama_gguf(path: str | os.PathLike[str], config: LlamaConfig,
+                    weights: dict[str, np.ndarray], *, matrix_type: str = "F32",
+                    tokenizer: dict[str, list[Any]] | None = None) -> Path:
+    """Write a LLaMA-architecture GGUF file (for tests and small experiments).
+
+    Parameters
+    ----------
+    path : path
+    config : LlamaConfig
+    weights : dict of str to numpy.ndarray
+        By GGUF name, numpy layout; 1-D tensors are stored as F32.
+    matrix_type : str, default "F32"
+        ggml type of the 2-D tensors: ``"F32"``, ``"F16"``, ``"Q8_0"``, ``"Q4_1"``, ...
+        (quantized with ``gguf.quants.quantize``; their last axis must be a multiple of the
+        format's block size).
+    tokenizer : dict, optional
+        ``{"tokens": [...], "merges": [...], "token_types": [...]}`` for a byte-level BPE
+        tokenizer (``tokenizer.ggml.model = "gpt2"``, pre-tokenizer ``"smollm"``).
+
+    Returns
+    -------
+    pathlib.Path
+    """
+    import gguf
+    from gguf import quants
+
+    path = Path(path)
+    qtype = gguf.GGMLQuantizationType[matrix_type]
+    writer = gguf.GGUFWriter(path, "llama")
+    writer.add_vocab_size(config.vocab_size)
+    writer.add_context_length(config.context_length)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_block_count(config.n_layers)
+    writer.add_feed_forward_length(config.ffn_size)
+    writer.add_head_count(config.n_heads)
+    writer.add_head_count_kv(config.n_kv_heads)
+    writer.add_rope_freq_base(config.rope_base)
+    writer.add_layer_norm_rms_eps(config.rms_eps)
+    if tokenizer is not None:
+        writer.add_tokenizer_model("gpt2")
+        writer.add_tokenizer_pre("smollm")
+        writer.add_token_list(tokenizer["tokens"])
+        writer.add_token_merges(tokenizer["merges"])
+        writer.add_token_types(tokenizer.get("token_types", [1] * len(tokenizer["tokens"])))
+    for name, w in weights.items():
+        w = np.ascontiguousarray(w, dtype=np.float32)
+        if w.ndim == 1 or qtype == gguf.GGMLQuantizationType.F32:
+            writer.add_tensor(name, w)
+        elif qtype == gguf.GGMLQuantizationType.F16:
+            writer.add_tensor(name, w.astype(np.float16))
+        else:
+            writer.add_tensor(name, quants.quantize(w, qtype), raw_dtype=qtype)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
