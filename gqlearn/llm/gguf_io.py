@@ -162,11 +162,18 @@ def read_llama_config(source: Source) -> LlamaConfig:
     if arch != "llama":
         raise GGUFError(f"{path}: architecture is {arch!r}, not 'llama'")
     vocab = reader.get_field("llama.vocab_size")
+    tokens = reader.get_field("tokenizer.ggml.tokens")
     if vocab is not None:
         vocab_size = int(_field_value(vocab))
+    elif tokens is not None:
+        vocab_size = len(tokens.data)
     else:
-        vocab_size = len(reader.get_field("tokenizer.ggml.tokens").data)
+        raise GGUFError(f"{path}: neither llama.vocab_size nor tokenizer.ggml.tokens is present")
     ctx = reader.get_field("llama.context_length")
+
+    def f32(key: str) -> float:  # the shortest decimal that is the stored float32
+        return float(str(np.float32(_require(reader, path, key))))
+
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=int(_require(reader, path, "llama.embedding_length")),
@@ -174,8 +181,8 @@ def read_llama_config(source: Source) -> LlamaConfig:
         n_heads=int(_require(reader, path, "llama.attention.head_count")),
         n_kv_heads=int(_require(reader, path, "llama.attention.head_count_kv")),
         ffn_size=int(_require(reader, path, "llama.feed_forward_length")),
-        rope_base=float(_require(reader, path, "llama.rope.freq_base")),
-        rms_eps=float(_require(reader, path, "llama.attention.layer_norm_rms_epsilon")),
+        rope_base=f32("llama.rope.freq_base"),
+        rms_eps=f32("llama.attention.layer_norm_rms_epsilon"),
         context_length=int(_field_value(ctx)) if ctx is not None else 2048,
     )
 

