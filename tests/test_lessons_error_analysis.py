@@ -120,38 +120,54 @@ def test_group_size_table_seed_failure():
         for p in ("halve", "pow2", "divisor"):
             assert r["width"] % r[p] == 0
         assert r["pow2"] >= 32 and r["divisor"] >= r["pow2"]
-    text = el.format_group_size_table(rows)
-    assert "4 / 256 / 256" in text and len(text.splitlines()) == len(el.MODEL_WIDTHS) + 1
+    text = repr(el.format_group_size_table(rows))
+    assert "4 / 256 / 256" in text and len(text.splitlines()) == len(el.MODEL_WIDTHS) + 3
 
 
 def test_format_table_and_pivot(small_rows):
-    text = el.pivot(small_rows, "sqnr_db", bits=8)
-    lines = text.splitlines()
+    t = el.pivot(small_rows, "sqnr_db", bits=8)
+    lines = repr(t).splitlines()
     assert lines[0].split() == ["group", "bits/weight", "gaussian", "laplace", "student_t",
                                 "outliers"]
-    assert len(lines) == 1 + 6
-    assert el.format_table([{"a": float("inf")}], [("a", "A", ".2f")]).splitlines()[1].strip() \
+    assert len(lines) == 2 + 6
+    assert t.column("group") == ["4", "16", "64", "256", "1024", "tensor"]
+    assert "<table>" in t._repr_html_()
+    assert repr(el.table([{"a": float("inf")}], [("a", "A", ".2f")])).splitlines()[2].strip() \
         == "inf"
 
 
 def test_timing():
     w = synthetic.gaussian((16, 768))
-    rows = el.time_group_sizes(w, [32, 48, 64, 96], repeats=2)
-    assert [r["pow2"] for r in rows] == [True, False, True, False]
+    rows = el.time_group_sizes(w, [32, 48, 64, 96, 128], repeats=2)
+    assert [r["pow2"] for r in rows] == [True, False, True, False, True]
     assert all(r["quantize_ns"] > 0 and r["dequantize_ns"] > 0 for r in rows)
     text = el.timing_verdict(rows)
-    assert text.startswith("quantize: powers of two") and "dequantize" in text
+    assert text.startswith("quantize: the 2 other sizes") and "dequantize" in text
     with pytest.raises(ValueError):
         el.timing_verdict([r for r in rows if r["pow2"]])
+    with pytest.raises(ValueError):
+        el.timing_verdict(rows[:2])  # 48 has no power of two above it
+
+
+@pytest.mark.skipif("numba" not in gqlearn.available_backends(), reason="needs numba")
+def test_timing_numba_backend():
+    rows = el.time_group_sizes(synthetic.gaussian((8, 256)), [32, 64], repeats=1,
+                               backend="numba")
+    assert [r["backend"] for r in rows] == ["numba", "numba"]
 
 
 def test_timing_verdict_judgement():
     def row(g, t, spread=0.05):
         return {"group_size": g, "pow2": g & (g - 1) == 0, "quantize_ns": t,
                 "dequantize_ns": t, "quantize_spread": spread, "dequantize_spread": spread}
-    assert "no measurable advantage" in el.timing_verdict([row(32, 1.0), row(96, 1.02)])
-    assert "powers of two faster" in el.timing_verdict([row(32, 1.0), row(96, 1.5)])
-    assert "powers of two slower" in el.timing_verdict([row(32, 1.5), row(96, 1.0)])
+    # 96 sits at log-fraction 0.585 between 64 and 128: interpolated 2 - 0.585 = 1.415
+    flat = [row(64, 2.0), row(96, 1.43), row(128, 1.0)]
+    assert "no measurable advantage" in el.timing_verdict(flat)
+    assert "+1.1%" in el.timing_verdict(flat)
+    assert "powers of two faster" in el.timing_verdict([row(64, 1.0), row(96, 1.5),
+                                                        row(128, 1.0)])
+    assert "powers of two slower" in el.timing_verdict([row(64, 1.0), row(96, 0.5),
+                                                        row(128, 1.0)])
 
 
 def test_low_bit_summary(small_rows):
@@ -169,7 +185,10 @@ def test_plots_and_static_widget(small_rows, capsys):
             el.plot_outliers(synthetic.outlier_columns(SMALL), 64, rows=16),
             el.plot_low_bits(small_rows),
             el.plot_timing(el.time_group_sizes(synthetic.gaussian((8, 384)), [32, 64, 96],
-                                             repeats=1))]
+                                             repeats=1)),
+            el.plot_timing(el.time_group_sizes(synthetic.gaussian((8, 384)), [32, 64, 96],
+                                               repeats=1), el.time_group_sizes(
+                synthetic.gaussian((8, 384)), [32, 64, 96], repeats=1))]
     row, fig = el.explore_static("laplace", 20, 4, 64)
     figs.append(fig)
     assert row["group_size"] == 64 and row["bits"] == 4

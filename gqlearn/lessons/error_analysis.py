@@ -38,9 +38,10 @@ from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
 from ..memory import GB, LLAMA2_CONFIGS
 from ..metrics import error_report
+from .single_scale import Table
 
 __all__ = ["SHAPE", "GROUP_SIZES", "DB_PER_BIT", "MODEL_WIDTHS", "REQUESTS", "make_matrices",
-           "sweep", "pivot", "format_table", "marginal_rates", "knee", "knees",
+           "COLUMNS", "sweep", "pivot", "table", "rate_table", "theory_across", "marginal_rates", "knee", "knees",
            "theory_vs_measurement", "group_theory", "single_outlier", "outlier_cost",
            "group_size_table", "format_group_size_table", "time_group_sizes", "timing_verdict", "low_bit_summary",
            "plot_distributions", "plot_tradeoff", "plot_theory", "plot_outliers",
@@ -138,56 +139,84 @@ def sweep(matrices: Mapping[str, np.ndarray], group_sizes: Iterable[int] = GROUP
     return rows
 
 
-def _fmt(value: object, fmt: str) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, (float, np.floating)) and not np.isfinite(value):
-        return str(float(value))
-    return format(value, fmt)
-
-
-def format_table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]]) -> str:
-    """Plain-text table: ``columns`` are ``(key, header, format spec)`` triples.
+def table(rows: Sequence[Mapping], columns: Sequence[tuple[str, str, str]],
+          notes: Sequence[str] = ()) -> Table:
+    """A :class:`~gqlearn.lessons.single_scale.Table` of ``rows``: ``columns`` are
+    ``(key, header, float format)`` triples.
 
     Examples
     --------
-    >>> print(format_table([{"g": 32, "x": 0.5}], [("g", "group", "d"), ("x", "value", ".2f")]))
+    >>> table([{"g": 32, "x": 0.5}], [("g", "group", "d"), ("x", "value", ".2f")])
     group  value
+    -----  -----
        32   0.50
     """
-    cells = [[_fmt(r[k], f) for k, _, f in columns] for r in rows]
-    heads = [h for _, h, _ in columns]
-    widths = [max([len(h)] + [len(c[i]) for c in cells]) for i, h in enumerate(heads)]
-    lines = ["  ".join(h.rjust(wd) for h, wd in zip(heads, widths)).rstrip()]
-    lines += ["  ".join(c.rjust(wd) for c, wd in zip(cell, widths)) for cell in cells]
-    return "\n".join(lines)
+    return Table(tuple(h for _, h, _ in columns),
+                 tuple(tuple(r[k] for k, _, _ in columns) for r in rows),
+                 notes=tuple(notes), formats={h: f for _, h, f in columns})
 
 
 def pivot(rows: Sequence[Mapping], value: str, fmt: str = ".2f", *,
-          bits: int | None = None) -> str:
+          bits: int | None = None) -> Table:
     """Table of ``value`` with one line per group and one column per distribution.
 
     Examples
     --------
     >>> rows = sweep({"a": synthetic.gaussian((8, 64))}, [64], per_tensor=False)
-    >>> print(pivot(rows, "bits_per_weight", ".3f"))
+    >>> pivot(rows, "bits_per_weight", ".3f")
     group  bits/weight      a
+    -----  -----------  -----
        64        8.500  8.500
     """
     rows = [r for r in rows if bits is None or r["bits"] == bits]
     dists = list(dict.fromkeys(r["distribution"] for r in rows))
     groups = list(dict.fromkeys(r["group"] for r in rows))
-    table = []
+    lines = []
     for g in groups:
         line: dict[str, object] = {"group": str(g)}
         for r in rows:
             if r["group"] == g:
                 line["bpw"] = r["bits_per_weight"]
                 line[r["distribution"]] = r[value]
-        table.append(line)
+        lines.append(line)
     cols = [("group", "group", "s"), ("bpw", "bits/weight", ".3f")]
     cols += [(d, d, fmt) for d in dists]
-    return format_table(table, cols)
+    return table(lines, cols)
+
+
+COLUMNS: dict[str, list[tuple[str, str, str]]] = {
+    "sweep": [("group", "group", "s"), ("bits_per_weight", "bits/weight", ".3f"),
+              ("max_abs_error", "max |err|", ".3e"), ("mse", "MSE", ".3e"),
+              ("sqnr_db", "SQNR dB", ".2f"), ("relative_error", "rel. error", ".4f"),
+              ("zeroed_fraction", "zeroed", ".4f")],
+    "theory": [("group_size", "group", "d"), ("measured", "measured MSE", ".4e"),
+               ("naive", "scale²/12", ".4e"), ("corrected", "(g-1)/g·scale²/12", ".4e"),
+               ("ratio_naive", "measured/naive", ".4f"),
+               ("ratio_corrected", "measured/corrected", ".4f")],
+    "single_outlier": [("group_size", "group", "d"), ("scale_ratio", "scale ×", ".2f"),
+                       ("group_mse_ratio", "group MSE ×", ".1f"),
+                       ("share", "share of error", ".3f"), ("row_mse_ratio", "row MSE ×", ".2f"),
+                       ("zeroed_in_group", "zeroed in group", ".1f")],
+    "outlier_cost": [("group_size", "group", "d"), ("groups_hit", "groups hit", ".4f"),
+                     ("mse_clean", "MSE without", ".3e"), ("mse_with", "MSE with", ".3e"),
+                     ("cost", "cost ×", ".2f"), ("sqnr_clean_db", "SQNR without", ".2f"),
+                     ("sqnr_with_db", "SQNR with", ".2f"), ("zeroed_with", "zeroed with", ".4f")],
+    "timing": [("backend", "backend", "s"), ("group_size", "group", "d"), ("pow2", "power of 2", "s"),
+               ("multiple_of_32", "multiple of 32", "s"),
+               ("quantize_ns", "quantize ns/weight", ".3f"),
+               ("quantize_spread", "spread", ".2f"),
+               ("dequantize_ns", "dequantize ns/weight", ".3f"),
+               ("dequantize_spread", "spread ", ".2f")],
+    "memory": [("model", "model", "s"), ("group_size", "group", "d"),
+               ("bits_per_weight", "bits/weight", ".4g"), ("scale_gb", "scales GB", ".3f"),
+               ("quantized_gb", "total GB", ".2f"), ("baseline_gb", "bf16 GB", ".2f"),
+               ("ratio", "ratio", ".3f"), ("overhead_fraction", "scales / total", ".4f")],
+    "low_bits": [("distribution", "distribution", "s"), ("bits", "bits", "d"),
+                 ("rel_small", "rel. error g=32", ".4f"), ("rel_large", "rel. error row", ".4f"),
+                 ("gap_points", "gap (points)", ".2f"), ("sqnr_gap_db", "SQNR gap dB", ".2f"),
+                 ("zeroed_small", "zeroed g=32", ".4f"), ("zeroed_large", "zeroed row", ".4f")],
+}
+"""Column specs for :func:`table`, one per kind of row this module makes."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -256,6 +285,26 @@ def knees(rows: Sequence[Mapping], db_per_bit: float = DB_PER_BIT) -> dict[tuple
     return out
 
 
+def rate_table(rows: Sequence[Mapping], bits: int = 8) -> Table:
+    """The price of each doubling of the group size, in dB of SQNR per bit per weight saved,
+    one column per distribution (per-tensor rows ignored); compare with 6.02."""
+    rows = [r for r in rows if r["bits"] == bits and r["group"] != "tensor"]
+    dists = list(dict.fromkeys(r["distribution"] for r in rows))
+    curves = {}
+    for d in dists:
+        pts = sorted((r["group_size"], r["bits_per_weight"], r["sqnr_db"]) for r in rows
+                     if r["distribution"] == d)
+        g, bpw, sq = zip(*pts)
+        curves[d] = marginal_rates(bpw, sq)
+    lines = [{"step": f"{a} → {b}", "saved": bpw[i] - bpw[i + 1],
+              **{d: curves[d][i] for d in dists}}
+             for i, (a, b) in enumerate(zip(g[:-1], g[1:]))]
+    return table(lines, [("step", "group step", "s"), ("saved", "bits saved", ".4g")]
+                 + [(d, d, ".2f") for d in dists],
+                 notes=(f"{bits} bits: dB of SQNR lost per bit per weight saved "
+                        f"(knee: last step at or below {DB_PER_BIT:.2f})",))
+
+
 # --------------------------------------------------------------------------------------------
 # Theory vs measurement
 # --------------------------------------------------------------------------------------------
@@ -306,6 +355,24 @@ def theory_vs_measurement(w: np.ndarray, group_sizes: Iterable[int] = GROUP_SIZE
                      "corrected": corrected, "ratio_naive": r.mse / naive,
                      "ratio_corrected": r.mse / corrected, "zeroed_fraction": r.zeroed_fraction})
     return rows
+
+
+def theory_across(matrices: Mapping[str, np.ndarray], bits_list: Iterable[int] = (8, 4, 3, 2),
+                  group_size: int = 128) -> Table:
+    """measured / corrected prediction for every matrix and bit width, at one group size,
+    with the fraction of weights zeroed (where the uniform model fails)."""
+    lines = []
+    for b in bits_list:
+        line: dict[str, object] = {"bits": b}
+        for d, w in matrices.items():
+            r = theory_vs_measurement(w, [group_size], bits=b)[0]
+            line[d] = r["ratio_corrected"]
+            line[d + " zeroed"] = r["zeroed_fraction"]
+        lines.append(line)
+    cols = [("bits", "bits", "d")]
+    for d in matrices:
+        cols += [(d, d, ".3f"), (d + " zeroed", "zeroed", ".3f")]
+    return table(lines, cols, notes=(f"measured MSE / predicted, group size {group_size}",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -414,28 +481,30 @@ def group_size_table(widths: Iterable[int] = MODEL_WIDTHS,
             for d in widths for r in requests]
 
 
-def format_group_size_table(rows: Sequence[Mapping]) -> str:
+def format_group_size_table(rows: Sequence[Mapping]) -> Table:
     """One line per width; each request's cell reads ``halve / pow2 / divisor``."""
     widths = list(dict.fromkeys(r["width"] for r in rows))
     reqs = list(dict.fromkeys(r["requested"] for r in rows))
-    table = []
+    lines = []
     for d in widths:
         line: dict[str, object] = {"width": d}
         for r in rows:
             if r["width"] == d:
                 line[r["requested"]] = f"{r['halve']} / {r['pow2']} / {r['divisor']}"
-        table.append(line)
-    return format_table(table, [("width", "width", "d")]
-                        + [(q, f"request {q}", "s") for q in reqs])
+        lines.append(line)
+    return table(lines, [("width", "width", "d")] + [(q, f"request {q}", "s") for q in reqs],
+                 notes=("each cell: halve / pow2 / divisor",))
 
 
 def time_group_sizes(w: np.ndarray, group_sizes: Iterable[int], repeats: int = 7,
-                     threads: int = 1) -> list[dict]:
+                     threads: int = 1, backend: str = "numpy") -> list[dict]:
     """Wall-clock time of ``quantize`` and ``dequantize`` at each group size.
 
     Each size runs ``repeats`` times (after one warm-up); the best time is the estimate and
     ``spread`` = (median - best) / best gauges the noise.  One thread by default, so the other
-    core's load matters less.
+    core's load matters less.  ``backend`` is passed to ``quantize`` and ``dequantize``:
+    ``"numpy"`` (whole-array ufuncs over blocks) or ``"numba"`` (the fused kernel, whose inner
+    loop runs over one group).
 
     Returns
     -------
@@ -447,18 +516,18 @@ def time_group_sizes(w: np.ndarray, group_sizes: Iterable[int], repeats: int = 7
     rows = []
     for g in group_sizes:
         tq, td = [], []
-        qt = quantize(w, g, threads=threads)
-        qt.dequantize(threads=threads)
+        qt = quantize(w, g, threads=threads, backend=backend)
+        qt.dequantize(threads=threads, backend=backend)
         for _ in range(repeats):
             t0 = time.perf_counter()
-            qt = quantize(w, g, threads=threads)
+            qt = quantize(w, g, threads=threads, backend=backend)
             t1 = time.perf_counter()
-            qt.dequantize(threads=threads)
+            qt.dequantize(threads=threads, backend=backend)
             t2 = time.perf_counter()
             tq.append(t1 - t0)
             td.append(t2 - t1)
         tq_a, td_a = np.array(tq), np.array(td)
-        rows.append({"group_size": g, "pow2": g & (g - 1) == 0, "multiple_of_32": g % 32 == 0,
+        rows.append({"backend": backend, "group_size": g, "pow2": g & (g - 1) == 0, "multiple_of_32": g % 32 == 0,
                      "quantize_ns": 1e9 * tq_a.min() / w.size,
                      "dequantize_ns": 1e9 * td_a.min() / w.size,
                      "quantize_spread": float(np.median(tq_a) / tq_a.min() - 1),
@@ -467,28 +536,45 @@ def time_group_sizes(w: np.ndarray, group_sizes: Iterable[int], repeats: int = 7
 
 
 def timing_verdict(rows: Sequence[Mapping], min_group: int = 32) -> str:
-    """Compare powers of two with other group sizes (at least ``min_group``) in timing rows.
+    """Are powers of two faster than the other group sizes (at least ``min_group``) in timing rows?
 
-    Says how much faster (or slower) the powers of two were on average, for quantize and for
-    dequantize, beside the median repeat-to-repeat spread, and whether the difference exceeds
-    that noise.
+    Time per weight trends with the group size, so each other size is compared with its
+    neighbours: the powers of two just below and above it, interpolated in ``log g``.  The
+    verdict gives the mean excess of the other sizes over that interpolation, for quantize and
+    dequantize, beside the median repeat-to-repeat spread, and whether the excess exceeds it.
+
+    Raises
+    ------
+    ValueError
+        If no size (>= ``min_group``) has a power of two on both sides in ``rows``.
     """
-    sel = [r for r in rows if r["group_size"] >= min_group]
+    sel = sorted((r for r in rows if r["group_size"] >= min_group), key=lambda r: r["group_size"])
     p2 = [r for r in sel if r["pow2"]]
-    other = [r for r in sel if not r["pow2"]]
-    if not p2 or not other:
-        raise ValueError("need both powers of two and other group sizes")
+    pairs = []
+    for r in sel:
+        if r["pow2"]:
+            continue
+        lo = [p for p in p2 if p["group_size"] < r["group_size"]]
+        hi = [p for p in p2 if p["group_size"] > r["group_size"]]
+        if lo and hi:
+            pairs.append((r, lo[-1], hi[0]))
+    if not pairs:
+        raise ValueError("need other group sizes with powers of two on both sides")
     lines = []
     for op in ("quantize", "dequantize"):
-        a = float(np.mean([r[f"{op}_ns"] for r in p2]))
-        b = float(np.mean([r[f"{op}_ns"] for r in other]))
-        diff = b / a - 1
+        key = f"{op}_ns"
+        excess = []
+        for r, lo, hi in pairs:
+            f = (math.log(r["group_size"]) - math.log(lo["group_size"])) / (
+                math.log(hi["group_size"]) - math.log(lo["group_size"]))
+            excess.append(r[key] / (lo[key] + f * (hi[key] - lo[key])) - 1)
+        diff = float(np.mean(excess))
         noise = float(np.median([r[f"{op}_spread"] for r in sel]))
         judged = ("within the noise: no measurable advantage" if abs(diff) <= noise else
                   "powers of two faster" if diff > 0 else "powers of two slower")
-        lines.append(f"{op}: powers of two {a:.2f} ns/weight, other sizes {b:.2f} ns/weight "
-                     f"({100 * diff:+.0f}% for the others); median spread between repeats "
-                     f"{100 * noise:.0f}%: {judged}")
+        lines.append(f"{op}: the {len(pairs)} other sizes take {100 * diff:+.1f}% against their "
+                     f"power-of-two neighbours; median spread between repeats "
+                     f"{100 * noise:.1f}%: {judged}")
     return "\n".join(lines)
 
 
@@ -499,14 +585,14 @@ def low_bit_summary(rows: Sequence[Mapping], distribution: str, small: int = 32,
     Returns
     -------
     list of dict
-        Keys ``bits``, ``rel_small``/``rel_large`` (relative error), ``gap_points`` (the
+        Keys ``distribution``, ``bits``, ``rel_small``/``rel_large`` (relative error), ``gap_points`` (the
         difference in percentage points), ``sqnr_gap_db``, ``zeroed_small``/``zeroed_large``.
     """
     out = []
     for b in dict.fromkeys(r["bits"] for r in rows):
         pick = {r["group"]: r for r in rows if r["bits"] == b and r["distribution"] == distribution}
         s, l_ = pick[small], pick[large]
-        out.append({"bits": b, "rel_small": s["relative_error"], "rel_large": l_["relative_error"],
+        out.append({"distribution": distribution, "bits": b, "rel_small": s["relative_error"], "rel_large": l_["relative_error"],
                     "gap_points": 100 * (l_["relative_error"] - s["relative_error"]),
                     "sqnr_gap_db": s["sqnr_db"] - l_["sqnr_db"],
                     "zeroed_small": s["zeroed_fraction"], "zeroed_large": l_["zeroed_fraction"]})
@@ -545,30 +631,43 @@ _METRIC_AXES = (("sqnr_db", "SQNR (dB, higher is better)", False),
 
 def plot_tradeoff(rows: Sequence[Mapping], bits: int = 8,
                   knee_points: Mapping[tuple[str, int], int] | None = None):
-    """Each metric against bits per weight, one curve per distribution; knees starred."""
+    """Each metric against bits per weight, one curve per distribution; knees starred.
+
+    The SQNR panel has an inset zoomed on group sizes 32 and up, where the knees are.
+    """
     plt = _plt()
     rows = [r for r in rows if r["bits"] == bits and r["group"] != "tensor"]
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    dists = list(dict.fromkeys(r["distribution"] for r in rows))
+    fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
+    sq_ax = axes[0, 0]
+    inset = sq_ax.inset_axes([0.42, 0.06, 0.55, 0.55])
     for (key, title, log), ax in zip(_METRIC_AXES, axes.ravel()):
-        for d in dict.fromkeys(r["distribution"] for r in rows):
+        targets = [ax, inset] if key == "sqnr_db" else [ax]
+        for d in dists:
             pts = [r for r in rows if r["distribution"] == d]
-            x = [r["bits_per_weight"] for r in pts]
-            line, = ax.plot(x, [r[key] for r in pts], "o-", ms=3, label=LABELS.get(d, d))
-            if knee_points and (d, bits) in knee_points:
-                k = next(r for r in pts if r["group_size"] == knee_points[(d, bits)])
-                ax.plot(k["bits_per_weight"], k[key], "*", ms=14, color=line.get_color(),
-                        markeredgecolor="k")
-        if key == "sqnr_db":
-            for r in rows:
-                if r["distribution"] == rows[0]["distribution"] and r["group_size"] in (4, 8, 16, 32,
-                                                                                         128):
-                    ax.annotate(f"g={r['group_size']}", (r["bits_per_weight"], r[key]),
-                                textcoords="offset points", xytext=(4, 6), fontsize=7)
+            for t in targets:
+                sel = pts if t is ax else [r for r in pts if r["group_size"] >= 32]
+                line, = t.plot([r["bits_per_weight"] for r in sel], [r[key] for r in sel],
+                               "o-", ms=3, label=LABELS.get(d, d))
+                if knee_points and (d, bits) in knee_points:
+                    k = next(r for r in pts if r["group_size"] == knee_points[(d, bits)])
+                    t.plot(k["bits_per_weight"], k[key], "*", ms=13, color=line.get_color(),
+                           markeredgecolor="k")
         if log:
             ax.set_yscale("log")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel(f"bits per weight ({bits} + 32/g)")
-    axes[0, 0].legend(fontsize=7)
+    first = [r for r in rows if r["distribution"] == dists[0]]
+    for r in first:
+        if r["group_size"] in (4, 8, 16):
+            sq_ax.annotate(f"g={r['group_size']}", (r["bits_per_weight"], r["sqnr_db"]),
+                           textcoords="offset points", xytext=(-10, 6), fontsize=7)
+        if 32 <= r["group_size"] <= 256:
+            inset.annotate(f"{r['group_size']}", (r["bits_per_weight"], r["sqnr_db"]),
+                           textcoords="offset points", xytext=(2, 4), fontsize=6)
+    inset.set_title("zoom: g ≥ 32", fontsize=7)
+    inset.tick_params(labelsize=6)
+    axes[0, 1].legend(fontsize=7)
     fig.suptitle(f"{bits}-bit quantization: error against storage (stars: knees)")
     fig.tight_layout()
     return fig
@@ -633,16 +732,21 @@ def plot_low_bits(rows: Sequence[Mapping], distribution: str = "gaussian"):
     return fig
 
 
-def plot_timing(rows: Sequence[Mapping]):
-    """Best ns per weight against group size; powers of two filled, others hollow."""
+def plot_timing(*timings: Sequence[Mapping]):
+    """Best ns per weight against group size, for each list of :func:`time_group_sizes` rows
+    (one per backend); powers of two filled, other sizes hollow."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    for key, name in (("quantize_ns", "quantize"), ("dequantize_ns", "dequantize")):
-        g = [r["group_size"] for r in rows]
-        line, = ax.semilogx(g, [r[key] for r in rows], "-", lw=1, base=2, label=name)
-        for r in rows:
-            ax.plot(r["group_size"], r[key], "o", color=line.get_color(),
-                    mfc=line.get_color() if r["pow2"] else "white")
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    for rows in timings:
+        backend = rows[0].get("backend", "")
+        for key, name, style in (("quantize_ns", "quantize", "-"),
+                                 ("dequantize_ns", "dequantize", "--")):
+            g = [r["group_size"] for r in rows]
+            line, = ax.semilogx(g, [r[key] for r in rows], style, lw=1, base=2,
+                                label=f"{backend} {name}".strip())
+            for r in rows:
+                ax.plot(r["group_size"], r[key], "o", ms=4, color=line.get_color(),
+                        mfc=line.get_color() if r["pow2"] else "white")
     ax.set_xlabel("group size (filled: power of two)")
     ax.set_ylabel("best time per weight (ns)")
     ax.set_ylim(bottom=0)
@@ -666,8 +770,8 @@ def _explore_matrix(distribution: str, strength: float) -> np.ndarray:
 def explore_static(distribution: str = "outliers", strength: float = 20.0, bits: int = 4,
                    group_size: int = 128, show_rows: int = 128):
     """Metrics of one setting, printed, and a figure: the trade-off curve of that
-    distribution at ``bits`` with the chosen group size marked, and the first weights of row 0
-    beside their dequantized values.
+    distribution at ``bits`` with the chosen group size marked, and ``show_rows`` weights of
+    row 0 around its largest weight beside their dequantized values.
 
     Returns
     -------
@@ -678,7 +782,7 @@ def explore_static(distribution: str = "outliers", strength: float = 20.0, bits:
     w = _explore_matrix(distribution, float(strength))
     rows = sweep({distribution: w}, GROUP_SIZES, bits=bits, per_tensor=False)
     row = next(r for r in rows if r["group_size"] == group_size)
-    print(format_table([row], [("group", "group", "d"), ("bits_per_weight", "bits/weight", ".3f"),
+    print(table([row], [("group", "group", "d"), ("bits_per_weight", "bits/weight", ".3f"),
                                ("max_abs_error", "max |err|", ".2e"), ("mse", "MSE", ".2e"),
                                ("sqnr_db", "SQNR dB", ".2f"),
                                ("relative_error", "rel. error", ".4f"),
@@ -691,12 +795,14 @@ def explore_static(distribution: str = "outliers", strength: float = 20.0, bits:
     a.set_title(f"{LABELS.get(distribution, distribution)}, {bits} bits", fontsize=10)
     qt = quantize(w[:1], group_size, bits=bits)
     n = min(show_rows, w.shape[1])
-    x = np.arange(n)
-    b.plot(x, w[0, :n], ".", ms=4, label="original")
-    b.step(x, qt.dequantize()[0, :n], where="mid", lw=1, label="dequantized")
-    for edge in range(0, n + 1, group_size):
-        b.axvline(edge - 0.5, color="0.8", lw=0.8)
-    b.set_xlabel(f"first {n} weights of row 0 (grey lines: group edges)")
+    start = min(int(np.argmax(np.abs(w[0]))) // n * n, w.shape[1] - n)
+    x = np.arange(start, start + n)
+    b.plot(x, w[0, x], ".", ms=4, label="original")
+    b.step(x, qt.dequantize()[0, x], where="mid", lw=1, label="dequantized")
+    for edge in range(-(-start // group_size) * group_size, start + n + 1, group_size):
+        b.axvline(edge - 0.5, color="0.6", lw=0.8)
+    b.set_xlabel(f"row 0, columns {start}-{start + n - 1}, around its largest weight "
+                 f"(grey: group edges)")
     b.legend(fontsize=8)
     fig.tight_layout()
     return row, fig
