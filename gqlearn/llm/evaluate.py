@@ -278,7 +278,11 @@ class QuantEvaluation:
                  "kl": round(r.kl, 5), "sample": r.sample} for r in self.rows]
 
     def table(self, *, samples: bool = False) -> str:
-        """A plain-text table; ``samples=True`` adds the greedy continuation per row."""
+        """A plain-text table; ``samples=True`` adds the greedy continuation per row.
+
+        Perplexities print with 2 decimals (3 significant digits past 10,000), the change
+        against float in percent (as a factor past 10x).
+        """
         base = self.baseline.perplexity
         head = (f"{'setting':<16} {'groups used':<18} {'bits/w':>7} {'perplexity':>10} "
                 f"{'change':>8} {'agreement':>13} {'KL nats':>8}")
@@ -286,8 +290,11 @@ class QuantEvaluation:
         for r in self.rows:
             used = ("-" if not r.group_sizes else ", ".join(
                 f"{w}:{'all' if g >= w else g}" for w, g in sorted(r.group_sizes.items())))
-            change = "" if r.setting.bits is None else f"{100 * (r.perplexity / base - 1):+.1f}%"
-            line = (f"{r.label:<16} {used:<18} {r.bits_per_weight:>7.3f} {r.perplexity:>10.3f} "
+            ratio = r.perplexity / base
+            change = ("" if r.setting.bits is None else f"{100 * (ratio - 1):+.1f}%"
+                      if ratio < 10 else f"x{ratio:.3g}")
+            ppl = f"{r.perplexity:.2f}" if r.perplexity < 1e4 else f"{r.perplexity:.3g}"
+            line = (f"{r.label:<16} {used:<18} {r.bits_per_weight:>7.3f} {ppl:>10} "
                     f"{change:>8} {r.n_agree:>4}/{r.n_positions:<3} {r.agreement:>5.1%} "
                     f"{r.kl:>8.4f}")
             if samples:
