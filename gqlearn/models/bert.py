@@ -6,8 +6,9 @@ the real (non-padding) tokens, then L2 normalisation.  Tokenization uses the mod
 ``tokenizer.json`` through the ``tokenizers`` package, truncated to the model's
 ``max_seq_length`` (256 word pieces).
 
-Everything is float32.  :meth:`SentenceEncoder.with_weights` swaps in other weights (for
-example quantized-then-dequantized ones) to see what quantization does to the embeddings.
+Everything is float32 unless float64 is asked for.  :meth:`SentenceEncoder.with_weights`
+swaps in other weights (for example quantized-then-dequantized ones) to see what quantization
+does to the embeddings.
 """
 
 from __future__ import annotations
@@ -80,15 +81,15 @@ def erf(x: np.ndarray) -> np.ndarray:
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """Exact GELU, ``x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2))``, as BERT's ``"gelu"``."""
-    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(np.float32)
+    return (0.5 * x * (1.0 + erf(x / math.sqrt(2.0)))).astype(x.dtype, copy=False)
 
 
 def layer_norm(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, eps: float) -> np.ndarray:
-    """LayerNorm over the last axis, in float32."""
+    """LayerNorm over the last axis, in the dtype of ``x``."""
     mean = x.mean(axis=-1, keepdims=True)
     centred = x - mean
     var = (centred * centred).mean(axis=-1, keepdims=True)
-    return centred / np.sqrt(var + np.float32(eps)) * weight + bias
+    return centred / np.sqrt(var + x.dtype.type(eps)) * weight + bias
 
 
 def cosine_similarity(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -107,11 +108,15 @@ class SentenceEncoder:
     Parameters
     ----------
     weights : mapping of str to numpy.ndarray
-        The checkpoint's tensors by name (a ``bert.`` prefix is accepted); converted to float32.
+        The checkpoint's tensors by name (a ``bert.`` prefix is accepted); converted to ``dtype``.
     config : BertConfig
     tokenizer : tokenizers.Tokenizer
     max_seq_length : int, default 256
         Longer inputs are truncated to this many word pieces (including [CLS] and [SEP]).
+    dtype : {numpy.float32, numpy.float64}, default float32
+        Arithmetic precision.  float32 is what the model runs in; float64 makes the last digits
+        independent of the machine's BLAS, so small differences caused by quantized weights can
+        be printed reproducibly.
 
     Examples
     --------
@@ -122,11 +127,14 @@ class SentenceEncoder:
     """
 
     def __init__(self, weights: Mapping[str, np.ndarray], config: BertConfig, tokenizer,
-                 max_seq_length: int = 256):
+                 max_seq_length: int = 256, dtype: type = np.float32):
         self.config = config
         self.tokenizer = tokenizer
         self.max_seq_length = int(max_seq_length)
-        self.weights = {self._strip(k): np.asarray(v, dtype=np.float32)
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.weights = {self._strip(k): np.asarray(v, dtype=self.dtype)
                         for k, v in weights.items() if np.asarray(v).dtype.kind == "f"
                         or np.asarray(v).dtype.name == "bfloat16"}
         missing = [n for n in self.required_weights() if n not in self.weights]
@@ -152,13 +160,15 @@ class SentenceEncoder:
         return names
 
     @classmethod
-    def from_pretrained(cls, model_dir: str | os.PathLike[str] | None = None) -> SentenceEncoder:
+    def from_pretrained(cls, model_dir: str | os.PathLike[str] | None = None, *,
+                        dtype: type = np.float32) -> SentenceEncoder:
         """Load ``config.json``, ``tokenizer.json`` and the safetensors weights of a directory.
 
         Parameters
         ----------
         model_dir : path-like, optional
             Default: all-MiniLM-L6-v2 from :func:`gqlearn.models.fetch.default_model_dir`.
+        dtype : {numpy.float32, numpy.float64}, default float32
         """
         from tokenizers import Tokenizer
 
@@ -174,7 +184,7 @@ class SentenceEncoder:
             max_len = int(json.loads(st_config.read_text())["max_seq_length"])
         with open_checkpoint(model_dir) as ckpt:
             weights = {name: ckpt[name] for name in ckpt if ckpt.info(name).is_float}
-        return cls(weights, config, tokenizer, max_seq_length=max_len)
+        return cls(weights, config, tokenizer, max_seq_length=max_len, dtype=dtype)
 
     def with_weights(self, replacements: Mapping[str, np.ndarray]) -> SentenceEncoder:
         """A copy of this encoder with some tensors replaced (e.g. dequantized weights)."""
@@ -186,7 +196,8 @@ class SentenceEncoder:
             if np.shape(value) != weights[key].shape:
                 raise ValueError(f"{name}: shape {np.shape(value)} != {weights[key].shape}")
             weights[key] = value
-        return SentenceEncoder(weights, self.config, self.tokenizer, self.max_seq_length)
+        return SentenceEncoder(weights, self.config, self.tokenizer, self.max_seq_length,
+                               self.dtype.type)
 
     def tokenize(self, sentences: Sequence[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Token ids, token type ids and attention mask, padded to the longest sentence.
@@ -213,7 +224,7 @@ class SentenceEncoder:
         return ids, types, mask
 
     def forward(self, ids: np.ndarray, type_ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        """Last hidden states, ``(batch, seq, hidden)`` float32."""
+        """Last hidden states, ``(batch, seq, hidden)``, in the encoder's dtype."""
         c, w = self.config, self.weights
         batch, seq = ids.shape
         x = (w["embeddings.word_embeddings.weight"][ids]
@@ -224,8 +235,8 @@ class SentenceEncoder:
         heads, hd = c.num_attention_heads, c.head_dim
         # Padding positions get -inf-like scores, so softmax gives them weight exactly 0.
         bias = np.where(mask[:, None, None, :] > 0, 0.0, np.finfo(np.float32).min)
-        bias = bias.astype(np.float32)
-        scale = np.float32(1.0 / math.sqrt(hd))
+        bias = bias.astype(self.dtype)
+        scale = self.dtype.type(1.0 / math.sqrt(hd))
 
         def linear(h: np.ndarray, name: str) -> np.ndarray:
             # One 2-D matmul per layer lets numpy hand the work to BLAS in a single call.
@@ -252,7 +263,7 @@ class SentenceEncoder:
             h = gelu(linear(x, p + "intermediate.dense"))
             x = layer_norm(linear(h, p + "output.dense") + x, w[p + "output.LayerNorm.weight"],
                            w[p + "output.LayerNorm.bias"], c.layer_norm_eps)
-        return x.astype(np.float32, copy=False)
+        return x
 
     def encode(self, sentences: Sequence[str], *, batch_size: int = 32,
                normalize: bool = True) -> np.ndarray:
@@ -270,12 +281,12 @@ class SentenceEncoder:
         Returns
         -------
         numpy.ndarray
-            float32, ``(len(sentences), hidden_size)``.
+            ``(len(sentences), hidden_size)``, in the encoder's dtype.
         """
         sentences = list(sentences)
         if isinstance(sentences, str) or not all(isinstance(s, str) for s in sentences):
             raise TypeError("sentences must be a list of str")
-        out = np.zeros((len(sentences), self.config.hidden_size), np.float32)
+        out = np.zeros((len(sentences), self.config.hidden_size), self.dtype)
         if not sentences:
             return out
         # Batch sentences of similar length, so little work is spent on padding.
@@ -293,10 +304,10 @@ class SentenceEncoder:
         for rows in batches:
             ids, types, mask = self.tokenize([sentences[i] for i in rows])
             hidden = self.forward(ids, types, mask)
-            m = mask[..., None].astype(np.float32)
-            pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), np.float32(1e-9))
+            m = mask[..., None].astype(self.dtype)
+            pooled = (hidden * m).sum(axis=1) / np.maximum(m.sum(axis=1), 1e-9)
             out[rows] = pooled
         if normalize:
             norms = np.linalg.norm(out, axis=1, keepdims=True)
-            out /= np.maximum(norms, np.float32(1e-12))
+            out /= np.maximum(norms, 1e-12)
         return out

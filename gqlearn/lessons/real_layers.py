@@ -1,0 +1,679 @@
+"""Chapter 04: real LLM layers (all-MiniLM-L6-v2).
+
+Everything the notebook ``04_real_llm_layers.ipynb`` computes or draws:
+
+* :func:`config_table`, :func:`role_inventory`, :func:`weight_stats`: what is in the model;
+* :func:`column_absmax`, :func:`outlier_channels`, :func:`recurring_channels`,
+  :func:`plot_role_histograms`, :func:`plot_channel_ranges`: weight distributions per role,
+  per-channel ranges and outlier channels;
+* :func:`sweep_linear_layers`, :func:`backoff_table`, :func:`role_pivot`,
+  :func:`plot_error_heatmap`, :func:`memory_summary`: every linear layer at several group
+  sizes and bit widths, through :func:`gqlearn.models.explore`;
+* :func:`reference_check`, :func:`compare_embeddings`, :func:`search_changes`: what
+  quantization does to the sentence embeddings and to a small semantic search;
+* :func:`llama_memory`: the same accounting on paper for LLaMA-2 7B/13B/70B
+  (:mod:`gqlearn.memory`);
+* :func:`show_tensor` / :func:`tensor_explorer`: the widget and its static fallback;
+* ``check_*``: the exercise checkers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import weakref
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..exercises import Feedback, close_enough, right, wrong
+from ..models import (LINEAR_ROLES, Checkpoint, SentenceEncoder, cosine_similarity, explore,
+                      fake_quantize, load_reference_embeddings, open_checkpoint,
+                      quantize_tensor)
+from ..models.explorer import natural_key, parse_group_size, resolve_group_size
+from ..models.roles import ROLES, classify, short_name, should_quantize
+from .single_scale import Table
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ipywidgets
+    from matplotlib.figure import Figure
+
+__all__ = ["GROUP_SIZES", "BITS", "config_table", "role_inventory", "weight_stats",
+           "column_absmax", "outlier_channels", "recurring_channels", "plot_role_histograms",
+           "plot_channel_ranges", "setting_label", "sweep_linear_layers", "backoff_table",
+           "role_pivot", "heatmap_data", "plot_error_heatmap", "memory_summary",
+           "reference_check", "EMBEDDING_SETTINGS", "compare_embeddings", "search_changes",
+           "llama_memory", "show_tensor", "tensor_explorer", "OUTLIER_TENSOR",
+           "EXERCISE_GROUP", "EXERCISE_BITS", "check_zeroed_in_group", "check_mlp_down_cosine",
+           "check_linear_bytes"]
+
+# The settings of the layer sweep: group sizes (256 backs off on 384-wide rows) and per tensor.
+GROUP_SIZES: tuple[int | str, ...] = (32, 64, 128, 256, "tensor")
+BITS = (8, 4)
+
+
+def _checkpoint(model: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
+    return model if isinstance(model, Checkpoint) else open_checkpoint(model)
+
+
+# --------------------------------------------------------------------------------------------
+# What is in the model
+# --------------------------------------------------------------------------------------------
+
+CONFIG_FIELDS = ("model_type", "hidden_size", "intermediate_size", "num_hidden_layers",
+                 "num_attention_heads", "vocab_size", "max_position_embeddings", "hidden_act",
+                 "layer_norm_eps")
+
+
+def config_table(model_dir: str | os.PathLike[str]) -> Table:
+    """The architecture fields of ``config.json``."""
+    config = json.loads((Path(model_dir) / "config.json").read_text())
+    return Table(("field", "value"), tuple((f, config[f]) for f in CONFIG_FIELDS if f in config),
+                 formats={"value": "g"})
+
+
+def role_inventory(model: str | os.PathLike[str] | Checkpoint) -> Table:
+    """Tensors per role: count, shapes, parameters, share of the model, and whether the
+    explorer quantizes them by default (``mixed``: some yes, e.g. BERT's pooler matrix, some
+    no, e.g. the integer ``position_ids``).  No tensor data is read, only the headers.
+    """
+    ckpt = _checkpoint(model)
+    total = ckpt.n_parameters
+    rows = []
+    for role in ROLES:
+        infos = [i for i in ckpt.infos() if classify(i.name) == role]
+        if not infos:
+            continue
+        shapes = sorted({"x".join(map(str, i.shape)) for i in infos})
+        params = sum(i.size for i in infos)
+        q = [should_quantize(i.name, i.shape, i.is_float) for i in infos]
+        rows.append((role, len(infos), ", ".join(shapes), params, 100 * params / total,
+                     "quantized" if all(q) else "kept" if not any(q) else "mixed"))
+    rows.append(("total", len(ckpt), "", total, 100.0, ""))
+    return Table(("role", "tensors", "shapes", "parameters", "% of params", "explorer"),
+                 tuple(rows), formats={"% of params": ".2f"})
+
+
+def _linear_names(ckpt: Checkpoint) -> list[str]:
+    return sorted((n for n in ckpt if classify(n) in LINEAR_ROLES), key=natural_key)
+
+
+def weight_stats(model: str | os.PathLike[str] | Checkpoint,
+                 roles: Sequence[str] = (*LINEAR_ROLES, "embedding")) -> Table:
+    """Per role (tensors pooled): standard deviation, largest magnitude, their ratio, kurtosis.
+
+    A Gaussian has kurtosis 3 and rarely exceeds 5 standard deviations; heavy tails and
+    single huge weights show up as a large ``max/std`` and kurtosis.
+    """
+    ckpt = _checkpoint(model)
+    rows = []
+    for role in roles:
+        names = [n for n in ckpt if classify(n) == role and ckpt.info(n).ndim >= 2
+                 and ckpt.info(n).is_float]
+        if not names:
+            continue
+        w = np.concatenate([ckpt[n].astype(np.float64).ravel() for n in names])
+        std = float(w.std())
+        amax = float(np.abs(w).max())
+        kurt = float(np.mean((w - w.mean()) ** 4) / std ** 4)
+        worst = max(names, key=lambda n: float(np.abs(ckpt[n]).max()))
+        rows.append((role, len(names), std, amax, amax / std, kurt, short_name(worst)))
+    return Table(("role", "tensors", "std", "max |w|", "max/std", "kurtosis", "largest in"),
+                 tuple(rows), formats={"std": ".4f", "max |w|": ".3f", "max/std": ".1f",
+                                       "kurtosis": ".1f"})
+
+
+def column_absmax(w: np.ndarray) -> np.ndarray:
+    """Largest ``|w|`` of each input channel (column) of a ``(out, in)`` weight matrix.
+
+    >>> column_absmax(np.array([[1.0, -3.0], [-2.0, 0.5]]))
+    array([2., 3.])
+    """
+    return np.abs(np.asarray(w, dtype=np.float64)).max(axis=0)
+
+
+def outlier_channels(model: str | os.PathLike[str] | Checkpoint, top: int = 1,
+                     roles: Sequence[str] = LINEAR_ROLES) -> Table:
+    """For each matrix, the input channel(s) with the largest magnitude against the median.
+
+    ``ratio`` is that channel's largest ``|w|`` over the median of all channels' largest
+    ``|w|``: how much bigger the scale of a group holding it is than a typical group's.
+    """
+    ckpt = _checkpoint(model)
+    rows = []
+    for name in _linear_names(ckpt) if roles == LINEAR_ROLES else sorted(
+            (n for n in ckpt if classify(n) in roles), key=natural_key):
+        w = ckpt[name]
+        cm = column_absmax(w)
+        med = float(np.median(cm))
+        for c in np.argsort(-cm, kind="stable")[:top]:
+            rows.append((short_name(name), "x".join(map(str, w.shape)), int(c), float(cm[c]),
+                         med, float(cm[c]) / med))
+    return Table(("tensor", "shape", "channel", "max |w|", "median", "ratio"), tuple(rows),
+                 formats={"max |w|": ".3f", "median": ".3f", "ratio": ".1f"})
+
+
+def recurring_channels(model: str | os.PathLike[str] | Checkpoint, top: int = 3,
+                       min_count: int = 3) -> Table:
+    """Hidden dimensions that are among the ``top`` largest channels of several matrices.
+
+    Only matrices whose input is the hidden state (width ``hidden_size``) count, including the
+    token embeddings (whose columns are hidden dimensions too).
+    """
+    ckpt = _checkpoint(model)
+    hidden = ckpt.info("embeddings.word_embeddings.weight").shape[-1] if (
+        "embeddings.word_embeddings.weight" in ckpt) else None
+    counts: dict[int, list[str]] = {}
+    for name in sorted(ckpt, key=natural_key):
+        info = ckpt.info(name)
+        if info.ndim != 2 or not info.is_float or classify(name) not in (*LINEAR_ROLES,
+                                                                          "embedding"):
+            continue
+        if hidden is not None and info.shape[-1] != hidden:
+            continue
+        cm = column_absmax(ckpt[name])
+        for c in np.argsort(-cm, kind="stable")[:top]:
+            counts.setdefault(int(c), []).append(short_name(name))
+    rows = sorted(((c, len(v), ", ".join(v)) for c, v in counts.items() if len(v) >= min_count),
+                  key=lambda r: (-r[1], r[0]))
+    return Table(("hidden dim", "matrices", "where (top-3 channel)"), tuple(rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeping every linear layer
+# --------------------------------------------------------------------------------------------
+
+def setting_label(bits: int, group_size: int | str) -> str:
+    """``"8b g128"``, ``"4b tensor"``."""
+    g = parse_group_size(group_size)
+    return f"{bits}b " + ("tensor" if g == "tensor" else "row" if g == "row" else f"g{g}")
+
+
+def sweep_linear_layers(model: str | os.PathLike[str] | Checkpoint,
+                        group_sizes: Iterable[int | str] = GROUP_SIZES,
+                        bits: Iterable[int] = BITS) -> list[dict[str, Any]]:
+    """Quantize every linear layer at each (bits, group size) with the explorer.
+
+    Returns
+    -------
+    list of dict
+        One row per (setting, tensor) with ``setting`` (``"8b g256*"``: ``*`` when some tensors
+        backed off to a smaller group size), ``bits``, ``requested``, the explorer's
+        fields (``name``, ``role``, ``shape``, ``group_size``, ``backed_off``,
+        ``max_abs_error``, ``mean_abs_error``, ``rms_error``, ``sqnr_db``, ``zeroed_fraction``,
+        ``bytes_before``, ``bytes_after``), ``label`` (``L3.attn_q``) and ``totals`` (the
+        explorer's totals for the whole model, the same dict on each row of a setting).
+    """
+    ckpt = _checkpoint(model)
+    rows = []
+    for b in bits:
+        for g in group_sizes:
+            report = explore(ckpt, g, bits=b, roles=LINEAR_ROLES)
+            totals = report.totals
+            label = setting_label(b, g) + ("*" if totals["n_backed_off"] else "")
+            for r in report.results:
+                if not r.quantized:
+                    continue
+                d = r.to_dict()
+                d.update(setting=label, bits=b, requested=parse_group_size(g),
+                         label=short_name(r.name), totals=totals)
+                rows.append(d)
+    return rows
+
+
+def backoff_table(model: str | os.PathLike[str] | Checkpoint, requested: int = 256,
+                  policies: Sequence[str] = ("pow2", "divisor", "halve")) -> Table:
+    """The group size each kind of linear layer gets for a ``requested`` size, per policy."""
+    ckpt = _checkpoint(model)
+    seen: dict[tuple[str, tuple[int, ...]], None] = {}
+    for name in _linear_names(ckpt):
+        seen[(classify(name), ckpt.info(name).shape)] = None
+    rows = []
+    for role, shape in seen:
+        used = [resolve_group_size(shape, requested, p) for p in policies]
+        rows.append((role, "x".join(map(str, shape)), shape[-1], *used))
+    return Table(("role", "shape", "row width", *(f"{p}" for p in policies)), tuple(rows),
+                 notes=(f"requested group size {requested}; groups run along each row",))
+
+
+def role_pivot(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db",
+               fmt: str = ".1f") -> Table:
+    """Mean of ``value`` per role (rows) and setting (columns); SQNR is pooled as a power mean.
+
+    For ``sqnr_db`` the role's SQNR is computed from the pooled noise and signal powers
+    (``10 log10(sum signal / sum noise)``) rather than averaging decibels.
+    """
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    roles = [role for role in ROLES if any(r["role"] == role for r in rows)]
+    table_rows = []
+    for role in roles:
+        cells: list[Any] = [role]
+        for s in settings:
+            sel = [r for r in rows if r["role"] == role and r["setting"] == s]
+            if value == "sqnr_db":
+                # per tensor: noise power = rms² · n, signal power = noise · 10^(sqnr / 10)
+                noise = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) for r in sel)
+                signal = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) * 10 ** (r["sqnr_db"] / 10)
+                             for r in sel)
+                cells.append(float(10 * np.log10(signal / noise)))
+            else:
+                cells.append(float(np.mean([r[value] for r in sel])))
+        table_rows.append(tuple(cells))
+    return Table(("role", *settings), tuple(table_rows), formats={s: fmt for s in settings})
+
+
+def heatmap_data(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db"
+                 ) -> tuple[list[str], list[str], np.ndarray]:
+    """``(tensor labels, setting labels, matrix)`` of ``value`` for :func:`plot_error_heatmap`."""
+    settings = list(dict.fromkeys(r["setting"] for r in rows))
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    index = {(r["label"], r["setting"]): r[value] for r in rows}
+    matrix = np.array([[index[(t, s)] for s in settings] for t in labels], dtype=np.float64)
+    return labels, settings, matrix
+
+
+def _plt():
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def plot_error_heatmap(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db") -> Figure:
+    """Heat map of ``value`` (default SQNR in dB) for every linear layer and setting."""
+    plt = _plt()
+    labels, settings, m = heatmap_data(rows, value)
+    fig, ax = plt.subplots(figsize=(9, 10))
+    im = ax.imshow(m, aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(settings)), settings, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels, fontsize=7)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            ax.text(j, i, f"{m[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                    color="white" if m[i, j] < np.nanmedian(m) else "black")
+    fig.colorbar(im, ax=ax, label="SQNR (dB, higher is better)" if value == "sqnr_db" else value)
+    ax.set_title("every linear layer of all-MiniLM-L6-v2, per setting")
+    fig.tight_layout()
+    return fig
+
+
+def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
+    """Per setting: bits per linear weight, bytes of the linear layers, and the whole model
+    (embeddings, norms and biases kept in float32) against float32."""
+    out = []
+    for s in dict.fromkeys(r["setting"] for r in rows):
+        sel = [r for r in rows if r["setting"] == s]
+        t = sel[0]["totals"]
+        lin_before = sum(r["bytes_before"] for r in sel)
+        lin_after = sum(r["bytes_after"] for r in sel)
+        n = sum(int(np.prod(r["shape"])) for r in sel)
+        out.append((s, 8 * lin_after / n, lin_before, lin_after, t["bytes_after"],
+                    t["bytes_before"] / t["bytes_after"], t["sqnr_db"]))
+    return Table(("setting", "bits/weight", "linear bytes", "-> quantized", "whole model",
+                  "x smaller", "SQNR dB"), tuple(out),
+                 formats={"bits/weight": ".3f", "x smaller": ".2f", "SQNR dB": ".2f"},
+                 notes=("whole model: quantized linear layers + embeddings, norms and biases "
+                        "in float32",))
+
+
+# --------------------------------------------------------------------------------------------
+# Distributions and channels: plots
+# --------------------------------------------------------------------------------------------
+
+def plot_role_histograms(model: str | os.PathLike[str] | Checkpoint,
+                         roles: Sequence[str] = ("attn_q", "attn_k", "attn_v", "attn_o",
+                                                 "mlp_up", "mlp_down", "embedding"),
+                         bins: int = 121) -> Figure:
+    """Histogram (log counts) of the weights of each role, all layers pooled."""
+    plt = _plt()
+    ckpt = _checkpoint(model)
+    fig, axes = plt.subplots(2, (len(roles) + 1) // 2, figsize=(13, 5.5))
+    for ax, role in zip(axes.ravel(), roles):
+        names = [n for n in ckpt if classify(n) == role and ckpt.info(n).ndim >= 2
+                 and ckpt.info(n).is_float]
+        w = np.concatenate([ckpt[n].ravel() for n in names])
+        lim = float(np.abs(w).max())
+        ax.hist(w, bins=bins, range=(-lim, lim), color="C0")
+        ax.set_yscale("log")
+        ax.set_title(f"{role} ({len(names)} tensors)", fontsize=9)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(roles):]:
+        ax.axis("off")
+    fig.suptitle("weight values per role (log counts): note the x ranges", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_channel_ranges(model: str | os.PathLike[str] | Checkpoint,
+                        names: Sequence[str]) -> Figure:
+    """Largest ``|w|`` of every input channel for a few matrices, outliers labelled."""
+    plt = _plt()
+    ckpt = _checkpoint(model)
+    fig, axes = plt.subplots(len(names), 1, figsize=(11, 2.2 * len(names)))
+    for ax, name in zip(np.atleast_1d(axes), names):
+        cm = column_absmax(ckpt[name])
+        ax.plot(cm, lw=0.7)
+        ax.axhline(np.median(cm), color="0.5", lw=0.8, ls="--")
+        c = int(np.argmax(cm))
+        ax.annotate(f"channel {c}", (c, cm[c]), fontsize=8, xytext=(5, -10),
+                    textcoords="offset points")
+        ax.set_ylabel("max |w|", fontsize=8)
+        ax.set_title(f"{name} ({'x'.join(map(str, cm.shape))} channels; dashed: median)",
+                     fontsize=9)
+        ax.tick_params(labelsize=7)
+    np.atleast_1d(axes)[-1].set_xlabel("input channel (column)")
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Model outputs
+# --------------------------------------------------------------------------------------------
+
+def reference_check(encoder: SentenceEncoder, tolerance: float = 1e-4) -> Table:
+    """Cosine distance of our embeddings to sentence-transformers' reference ones.
+
+    The distances themselves are float32 round-off (about 1e-7 and below), whose last digits
+    depend on the machine's BLAS, so the table reports them against thresholds.
+    """
+    sentences, reference, _ = load_reference_embeddings()
+    ours = encoder.encode(sentences)
+    distance = 1 - cosine_similarity(ours, reference)
+    ids = encoder.tokenize(sentences)[2].sum(axis=1)
+    rows = tuple((s if len(s) <= 44 else s[:41] + "...", int(n), bool(d < tolerance),
+                  bool(d < 1e-6)) for s, n, d in zip(sentences, ids, distance))
+    return Table(("sentence", "tokens", f"distance < {tolerance:.0e}", "distance < 1e-6"), rows)
+
+
+EMBEDDING_SETTINGS: tuple[tuple[int, int | str], ...] = (
+    (8, 32), (8, 128), (8, "row"), (8, "tensor"), (4, 32), (4, 128), (4, "row"), (4, "tensor"))
+
+
+def _search_ranks(queries: np.ndarray, corpus: np.ndarray) -> np.ndarray:
+    return np.argsort(-(queries @ corpus.T), axis=1, kind="stable")
+
+
+def compare_embeddings(encoder: SentenceEncoder, model: str | os.PathLike[str] | Checkpoint,
+                       data: Mapping[str, Any],
+                       settings: Iterable[tuple[int, int | str]] = EMBEDDING_SETTINGS,
+                       ) -> tuple[Table, dict[str, np.ndarray]]:
+    """Embed the corpus and queries with every linear layer quantized at each setting.
+
+    Returns
+    -------
+    table : Table
+        Per setting: bits per linear weight, mean and minimum cosine similarity to the
+        unquantized embeddings (all 40 sentences), and how many queries keep the same top-1 and
+        the same top-3 results in the semantic search.
+    rankings : dict
+        ``"float"`` and each setting label: the ``(n_queries, n_corpus)`` ranking.
+    """
+    corpus = [c["text"] for c in data["corpus"]]
+    queries = [q["text"] for q in data["queries"]]
+    base_c, base_q = encoder.encode(corpus), encoder.encode(queries)
+    base_rank = _search_ranks(base_q, base_c)
+    rankings = {"float": base_rank}
+    rows = []
+    for bits, g in settings:
+        weights = fake_quantize(model, g, bits=bits, roles=LINEAR_ROLES)
+        q_enc = encoder.with_weights(weights)
+        c, q = q_enc.encode(corpus), q_enc.encode(queries)
+        cos = cosine_similarity(np.vstack([base_c, base_q]), np.vstack([c, q]))
+        rank = _search_ranks(q, c)
+        label = setting_label(bits, g)
+        rankings[label] = rank
+        top1 = int((rank[:, 0] == base_rank[:, 0]).sum())
+        top3 = int((rank[:, :3] == base_rank[:, :3]).all(axis=1).sum())
+        n_params = sum(w.size for w in weights.values())
+        n_scales = sum(w.size // resolve_group_size(w.shape, g) for w in weights.values())
+        rows.append((label, bits + 32 * n_scales / n_params, float(cos.mean()),
+                     float(cos.min()), f"{top1}/{len(queries)}", f"{top3}/{len(queries)}"))
+    table = Table(("setting", "bits/weight", "mean cos", "min cos", "same top-1", "same top-3"),
+                  tuple(rows), formats={"bits/weight": ".3f", "mean cos": ".6f",
+                                        "min cos": ".6f"})
+    return table, rankings
+
+
+def search_changes(data: Mapping[str, Any], rankings: Mapping[str, np.ndarray],
+                   setting: str, k: int = 3) -> Table:
+    """Each query's top-``k`` corpus sentences, unquantized and at ``setting``."""
+    corpus = data["corpus"]
+
+    def short(i: int) -> str:
+        text = corpus[i]["text"]
+        return f"{i:2d} " + (text if len(text) <= 34 else text[:31] + "...")
+
+    rows = []
+    for qi, query in enumerate(data["queries"]):
+        base, quant = rankings["float"][qi, :k], rankings[setting][qi, :k]
+        for rank in range(k):
+            text = query["text"] if len(query["text"]) <= 40 else query["text"][:37] + "..."
+            rows.append((text if rank == 0 else "", rank + 1, short(base[rank]),
+                         short(quant[rank]), "" if base[rank] == quant[rank] else "changed"))
+    return Table(("query", "rank", "float32 weights", setting, ""), tuple(rows))
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling up on paper
+# --------------------------------------------------------------------------------------------
+
+def llama_memory(group_sizes: Sequence[int] = (32, 64, 128, 256), bits: int = 8,
+                 baseline: str = "bfloat16") -> Table:
+    """:func:`gqlearn.memory.memory_table` for LLaMA-2 7B, 13B and 70B, as one table."""
+    from ..memory import LLAMA2_CONFIGS, memory_table
+
+    rows = []
+    for shape in LLAMA2_CONFIGS.values():
+        for r in memory_table(shape, list(group_sizes), bits=bits, baseline=baseline):
+            rows.append((r["model"], r["group_size"], r["bits_per_weight"], r["baseline_gb"],
+                         r["quantized_gb"], r["scale_gb"], r["ratio"],
+                         100 * r["overhead_fraction"]))
+    return Table(("model", "group", "bits/weight", f"{baseline} GB", "quantized GB",
+                  "scales GB", "x smaller", "scales %"), tuple(rows),
+                 formats={"bits/weight": ".3f", f"{baseline} GB": ".2f",
+                          "quantized GB": ".2f", "scales GB": ".3f", "x smaller": ".2f",
+                          "scales %": ".2f"},
+                 notes=(f"{bits}-bit linear layers with float32 scales; embeddings, lm_head and "
+                        f"norms kept in {baseline}; GB = 1e9 bytes",))
+
+
+# --------------------------------------------------------------------------------------------
+# Widget and its static fallback
+# --------------------------------------------------------------------------------------------
+
+def show_tensor(model: str | os.PathLike[str] | Checkpoint, name: str,
+                group_size: int | str = 128, bits: int = 8, rows: int | None = None) -> Figure:
+    """One tensor quantized: its metrics, the per-group scales of its rows (the first ``rows``
+    if given), and the error histogram.  Prints one line of metrics and returns the figure."""
+    plt = _plt()
+    ckpt = _checkpoint(model)
+    w = ckpt[name]
+    report = explore({name: w}, group_size, bits=bits, keep=True)
+    r = report[name]
+    qt = report.quantized[name]
+    print(f"{short_name(name)} {'x'.join(map(str, w.shape))}, {setting_label(bits, group_size)}"
+          f" (group {r.group_size}{', backed off' if r.backed_off else ''}): max err "
+          f"{r.max_abs_error:.2e}, mean err {r.mean_abs_error:.2e}, SQNR {r.sqnr_db:.2f} dB, "
+          f"zeroed {100 * r.zeroed_fraction:.2f}%, {r.bytes_before:,} -> {r.bytes_after:,} bytes")
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
+    scales = qt.scales.reshape(qt.scales.shape[0], -1)[:rows]
+    from matplotlib.colors import LogNorm
+
+    im = a.imshow(scales, aspect="auto", cmap="magma", interpolation="nearest",
+                  norm=LogNorm(vmin=float(scales.min()), vmax=float(scales.max())))
+    fig.colorbar(im, ax=a, label="scale (log)")
+    a.set_xlabel("group along the row")
+    a.set_ylabel("row" if rows is None else f"row (first {scales.shape[0]})")
+    a.set_title("per-group scales: bright = a large weight in the group", fontsize=9)
+    err = qt.dequantize().reshape(w.shape) - np.asarray(w, np.float32)
+    b.hist(err.ravel(), bins=101, color="C1")
+    b.set_yscale("log")
+    b.set_xlabel("dequantized - original")
+    b.set_title("error histogram (log counts)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def tensor_explorer(model: str | os.PathLike[str] | Checkpoint) -> ipywidgets.Widget:
+    """Pick a linear layer, a group size and a bit width; see :func:`show_tensor`."""
+    import ipywidgets as widgets
+    from IPython.display import display
+
+    plt = _plt()
+    ckpt = _checkpoint(model)
+    names = _linear_names(ckpt)
+    pick = widgets.Dropdown(options=[(short_name(n), n) for n in names], value=names[0],
+                            description="tensor")
+    group = widgets.Dropdown(options=[32, 64, 128, 256, "row", "tensor"], value=128,
+                             description="group size")
+    bits = widgets.IntSlider(value=8, min=2, max=8, description="bits")
+
+    def update(name: str, group_size: int | str, bits: int) -> None:
+        fig = show_tensor(ckpt, name, group_size, bits)
+        display(fig)
+        plt.close(fig)
+
+    return widgets.interactive(update, name=pick, group_size=group, bits=bits)
+
+
+# --------------------------------------------------------------------------------------------
+# Exercises
+# --------------------------------------------------------------------------------------------
+
+OUTLIER_TENSOR = "encoder.layer.0.output.dense.weight"
+EXERCISE_GROUP = 128  # exercise 1: group size and bits
+EXERCISE_BITS = 4
+
+
+def _outlier(model: str | os.PathLike[str] | Checkpoint) -> tuple[np.ndarray, int, int]:
+    w = _checkpoint(model)[OUTLIER_TENSOR]
+    row, col = np.unravel_index(int(np.argmax(np.abs(w))), w.shape)
+    return w, int(row), int(col)
+
+
+def _as_int(answer: object) -> int | None:
+    if isinstance(answer, bool):
+        return None
+    if isinstance(answer, (int, np.integer)):
+        return int(answer)
+    if isinstance(answer, (float, np.floating)) and float(answer).is_integer():
+        return int(answer)
+    return None
+
+
+def check_zeroed_in_group(answer: object, model: str | os.PathLike[str] | Checkpoint) -> Feedback:
+    """Exercise 1: at 4 bits and group size 128, how many of the weights sharing a group with
+    the largest weight of ``OUTLIER_TENSOR`` quantize to 0?"""
+    w, row, col = _outlier(model)
+    g = EXERCISE_GROUP
+    start = col // g * g
+    group = np.asarray(w[row, start:start + g], np.float32)
+    counts = {}
+    for b in (EXERCISE_BITS, 8):
+        q = quantize_tensor(group[None], g, bits=b).values
+        counts[b] = int(np.count_nonzero((q == 0) & (group != 0)))
+    value = _as_int(answer)
+    if value is None:
+        return wrong(f"Answer with a count (an int), got {answer!r}.")
+    if value == counts[EXERCISE_BITS]:
+        scale = float(np.abs(group).max()) / (2 ** (EXERCISE_BITS - 1) - 1)
+        return right(f"{value} of the {g - 1} other weights in row {row}, columns "
+                     f"{start}-{start + g - 1}, become 0: the group's scale is {scale:.3f} "
+                     f"(max |w| / 7) and every weight below half of it rounds to 0.")
+    if value == counts[8]:
+        return wrong(f"{value} is the count at 8 bits; the exercise asks for {EXERCISE_BITS} "
+                     "bits (qmax = 7).")
+    if value == g:
+        return wrong("The largest weight itself becomes ±7, never 0: count the other "
+                     f"{g - 1} weights of the group.")
+    if value == g - counts[EXERCISE_BITS]:
+        return wrong("That counts the weights that survive; the question asks how many "
+                     "become 0.")
+    return wrong(f"Take the {g} weights of row {row} starting at column {col // g * g}, quantize "
+                 f"them with gqlearn.quantize(group[None], {g}, bits={EXERCISE_BITS}) and count "
+                 "the zeros among the nonzero weights.")
+
+
+_COS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _corpus_cosine(encoder: SentenceEncoder, model: str | os.PathLike[str] | Checkpoint,
+                   data: Mapping[str, Any], bits: int, group_size: int | str,
+                   roles: Sequence[str], stat: str = "mean") -> float:
+    """Mean (or min) cosine similarity of the corpus embeddings, float vs quantized (cached)."""
+    cache = _COS_CACHE.setdefault(encoder, {})
+    corpus = tuple(c["text"] for c in data["corpus"])
+    source = str(model.path if isinstance(model, Checkpoint) else model)
+    if corpus not in cache:
+        cache[corpus] = encoder.encode(list(corpus))
+    key = (corpus, source, bits, group_size, tuple(roles))
+    if key not in cache:
+        quant = encoder.with_weights(fake_quantize(model, group_size, bits=bits, roles=roles))
+        cache[key] = cosine_similarity(cache[corpus], quant.encode(list(corpus)))
+    cos = cache[key]
+    return float(cos.mean() if stat == "mean" else cos.min())
+
+
+def check_mlp_down_cosine(answer: object, encoder: SentenceEncoder,
+                          model: str | os.PathLike[str] | Checkpoint,
+                          data: Mapping[str, Any]) -> Feedback:
+    """Exercise 2: mean cosine similarity over the 32 corpus sentences when only the six
+    ``mlp_down`` matrices are quantized, per tensor, at 8 bits (all else float)."""
+    try:
+        value = float(answer)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return wrong(f"Answer with a number (a mean cosine similarity), got {answer!r}.")
+    expected = _corpus_cosine(encoder, model, data, 8, "tensor", ["mlp_down"])
+    if abs(value - expected) < 1e-5:
+        everything = _corpus_cosine(encoder, model, data, 8, "tensor", LINEAR_ROLES)
+        return right(f"{expected:.6f}: the six mlp_down matrices alone (a third of the linear "
+                     f"weights) cost almost as much as quantizing every linear layer per "
+                     f"tensor ({everything:.6f}); their outliers are the problem.")
+    hints = [
+        ((8, "tensor", LINEAR_ROLES, "mean"), "That quantizes every linear layer; quantize "
+         "only the mlp_down ones (roles=['mlp_down'])."),
+        ((8, 128, ["mlp_down"], "mean"), "That is group size 128; the exercise asks for one "
+         "scale per tensor (group_size='tensor')."),
+        ((4, "tensor", ["mlp_down"], "mean"), "That is 4 bits; the exercise asks for 8."),
+        ((8, "tensor", ["mlp_down"], "min"), "That is the minimum; the exercise asks for the "
+         "mean over the 32 corpus sentences."),
+    ]
+    for (bits, g, roles, stat), msg in hints:
+        if abs(value - _corpus_cosine(encoder, model, data, bits, g, roles, stat)) < 1e-5:
+            return wrong(msg)
+    return wrong("Embed the 32 corpus sentences with the float weights and with "
+                 "encoder.with_weights(models.fake_quantize(..., 'tensor', bits=8, "
+                 "roles=['mlp_down'])), then average models.cosine_similarity(a, b).")
+
+
+def check_linear_bytes(answer: object, model: str | os.PathLike[str] | Checkpoint,
+                       group_size: int = 48, bits: int = 6) -> Feedback:
+    """Exercise 3: bytes the explorer counts for all linear layers of MiniLM at ``bits`` bits
+    and ``group_size`` (values packed at ``bits`` bits, one float32 scale per group)."""
+    ckpt = _checkpoint(model)
+    names = _linear_names(ckpt)
+    n = sum(ckpt.info(x).size for x in names)
+    scales = sum(ckpt.info(x).size // resolve_group_size(ckpt.info(x).shape, group_size)
+                 for x in names)
+    expected = -(-n * bits // 8) + 4 * scales
+    value = _as_int(answer)
+    if value is None:
+        return wrong(f"Answer with a number of bytes (an int), got {answer!r}.")
+    if value == expected:
+        return right(f"{expected:,} bytes: {n:,} weights × {bits} bits / 8 = {n * bits // 8:,} "
+                     f"plus {scales:,} float32 scales × 4 = {4 * scales:,}; "
+                     f"{8 * expected / n:.3f} bits per weight.")
+    hints = [(n * bits // 8, "That leaves out the scales: one float32 (4 bytes) per group."),
+             (n + 4 * scales, "That stores the values as whole bytes (8 bits); count them "
+              f"packed at {bits} bits."),
+             (n * 4, "That is the float32 size before quantization."),
+             (n * bits // 8 + 2 * scales, "The scales are float32 here: 4 bytes each."),
+             (n * bits // 8 + scales, "Each scale takes 4 bytes, not 1.")]
+    for v, msg in hints:
+        if value == v:
+            return wrong(msg)
+    if close_enough(value, expected, rel=0.02):
+        return wrong("Close but not exact: count every linear layer (q, k, v, o, up, down in "
+                     "each of the 6 layers) and n_groups = weights / group size.")
+    return wrong("Sum over the 36 linear layers: weights × bits / 8 for the values, plus "
+                 "4 bytes per group for the scales.")
