@@ -17,7 +17,8 @@ from models_helpers import make_sharded_bf16
 @pytest.fixture
 def model_file(tmp_path, rng):
     path = tmp_path / "model.safetensors"
-    save_file({"model.layers.0.self_attn.q_proj.weight": rng.normal(size=(8, 96)).astype(np.float32),
+    q = rng.normal(size=(8, 96)).astype(np.float32)
+    save_file({"model.layers.0.self_attn.q_proj.weight": q,
                "model.layers.0.input_layernorm.weight": np.ones(96, np.float32)}, str(path))
     return path
 

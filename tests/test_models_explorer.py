@@ -86,7 +86,8 @@ def test_kept_tensors_and_reasons(arrays):
         if not r.quantized:
             assert r.bytes_after == r.bytes_before and r.max_abs_error is None
     only = explore(arrays, 16, roles=["mlp_up"])
-    assert [r.name for r in only.results if r.quantized] == ["encoder.layer.0.intermediate.dense.weight"]
+    picked = [r.name for r in only.results if r.quantized]
+    assert picked == ["encoder.layer.0.intermediate.dense.weight"]
     assert only["embeddings.word_embeddings.weight"].kept_because == "role not selected"
     with pytest.raises(ValueError, match="unknown roles"):
         explore(arrays, 16, roles=["attention"])
@@ -128,7 +129,8 @@ def test_per_tensor_and_row(arrays):
 
 
 def test_json_is_strict_and_complete(arrays):
-    zero = dict(arrays, **{"encoder.layer.0.attention.self.key.weight": np.zeros((4, 48), np.float32)})
+    zero = dict(arrays)
+    zero["encoder.layer.0.attention.self.key.weight"] = np.zeros((4, 48), np.float32)
     report = explore(zero, 16)
     text = report.to_json()
     doc = json.loads(text, parse_constant=lambda c: pytest.fail(f"non-JSON constant {c}"))

@@ -127,7 +127,8 @@ def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,
     used = resolve_group_size(w.shape, group_size, policy)
     if parse_group_size(group_size) == "tensor":
         w = w.reshape(1, -1)
-    return quantize(w, used, bits=bits, rounding=rounding, threads=threads)  # type: ignore[arg-type]
+    return quantize(w, used, bits=bits, rounding=rounding,  # type: ignore[arg-type]
+                    threads=threads)
 
 
 @dataclass(frozen=True)
@@ -242,8 +243,8 @@ class ExploreReport:
             "bits_per_quantized_weight": 8 * q_after / q_params if q_params else None,
             "sqnr_db": (10 * math.log10(signal / noise) if noise > 0 else None) if q else None,
             "max_abs_error": max((r.max_abs_error for r in q), default=None),
-            "mean_abs_error": (sum(r.mean_abs_error * r.size for r in q) / q_params  # type: ignore[operator]
-                               if q_params else None),
+            "mean_abs_error": (sum(r.mean_abs_error * r.size  # type: ignore[operator]
+                                   for r in q) / q_params if q_params else None),
         }
 
     def by_role(self) -> list[dict[str, object]]:
@@ -291,8 +292,9 @@ class ExploreReport:
                 group = f"{r.group_size}" + ("*" if r.backed_off else "")
                 if parse_group_size(self.group_size) == "tensor":
                     group = "tensor"
+                zeroed = 100 * r.zeroed_fraction  # type: ignore[operator]
                 stats = (f"{r.max_abs_error:>9.2e} {r.mean_abs_error:>9.2e} "
-                         f"{r.sqnr_db:>7.2f} {100 * r.zeroed_fraction:>6.2f}%")  # type: ignore[operator]
+                         f"{r.sqnr_db:>7.2f} {zeroed:>6.2f}%")
             else:
                 group = "-"
                 stats = f"{'kept: ' + str(r.kept_because):>35}"

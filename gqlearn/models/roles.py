@@ -3,21 +3,24 @@
 Checkpoints name their tensors after the module that owns them, and three naming schemes cover
 most models:
 
-=============  ==========================================  ============================  ======================
-role           BERT (``encoder.layer.N.``)                 LLaMA (``model.layers.N.``)   GPT-2 (``h.N.``)
-=============  ==========================================  ============================  ======================
-attn_q         ``attention.self.query``                    ``self_attn.q_proj``          (fused in ``c_attn``)
-attn_k         ``attention.self.key``                      ``self_attn.k_proj``
-attn_v         ``attention.self.value``                    ``self_attn.v_proj``
-attn_qkv                                                                                 ``attn.c_attn``
-attn_o         ``attention.output.dense``                  ``self_attn.o_proj``          ``attn.c_proj``
-mlp_gate                                                   ``mlp.gate_proj``
-mlp_up         ``intermediate.dense``                      ``mlp.up_proj``               ``mlp.c_fc``
-mlp_down       ``output.dense``                            ``mlp.down_proj``             ``mlp.c_proj``
-embedding      ``embeddings.*_embeddings``                 ``embed_tokens``              ``wte``, ``wpe``
-norm           ``LayerNorm``                               ``*_layernorm``, ``norm``     ``ln_1``, ``ln_2``, ``ln_f``
-lm_head                                                    ``lm_head``                   ``lm_head``
-=============  ==========================================  ============================  ======================
+=========  ===========================  ===========================  ============================
+role       BERT (``encoder.layer.N.``)  LLaMA (``model.layers.N.``)  GPT-2 (``h.N.``)
+=========  ===========================  ===========================  ============================
+attn_q     ``attention.self.query``     ``self_attn.q_proj``         (fused: attn_qkv)
+attn_k     ``attention.self.key``       ``self_attn.k_proj``
+attn_v     ``attention.self.value``     ``self_attn.v_proj``
+attn_qkv                                                             ``attn.c_attn``
+attn_o     ``attention.output.dense``   ``self_attn.o_proj``         ``attn.c_proj``
+mlp_gate                                ``mlp.gate_proj``
+mlp_up     ``intermediate.dense``       ``mlp.up_proj``              ``mlp.c_fc``
+mlp_down   ``output.dense``             ``mlp.down_proj``            ``mlp.c_proj``
+embedding  ``*_embeddings``             ``embed_tokens``             ``wte``, ``wpe``
+norm       ``LayerNorm``                ``*_layernorm``, ``norm``    ``ln_1``, ``ln_2``, ``ln_f``
+lm_head                                 ``lm_head``                  ``lm_head``
+=========  ===========================  ===========================  ============================
+
+Meta's original LLaMA names (``attention.wq`` ... ``feed_forward.w1/w2/w3``,
+``tok_embeddings``, ``output``) are recognised too.
 
 Biases of linear layers get the role ``bias``, a norm's weight and bias the role ``norm``;
 anything else (BERT's pooler, buffers such as ``position_ids``) is ``other``.  GPT-2's
@@ -43,7 +46,7 @@ ROLES = (*LINEAR_ROLES, "embedding", "lm_head", "norm", "bias", "other")
 
 # Checked in order against the dotted name with its final ".weight" / ".bias" removed;
 # the first match wins.  Each pattern must match at the end of the module path.
-_PATTERNS: list[tuple[str, re.Pattern[str]]] = [(role, re.compile(p + r"$", re.IGNORECASE)) for role, p in [
+_RAW_PATTERNS = [
     ("norm", r"(^|\.)([a-z_]*norm[a-z_0-9]*|ln_[a-z0-9]+|ln)"),
     ("embedding", r"(^|\.)(word_embeddings|position_embeddings|token_type_embeddings|"
                   r"embed_tokens|embed_positions|wte|wpe|tok_embeddings|embeddings?)"),
@@ -58,7 +61,8 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [(role, re.compile(p + r"$", re.I
     ("mlp_up", r"(intermediate\.dense|\.up_proj|mlp\.c_fc|feed_forward\.w3|\.fc1|"
                r"dense_h_to_4h)"),
     ("mlp_down", r"(^|\.)(output\.dense|down_proj|c_proj|w2|fc2|dense_4h_to_h)"),
-]]
+]
+_PATTERNS = [(role, re.compile(p + r"$", re.IGNORECASE)) for role, p in _RAW_PATTERNS]
 
 _LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")
 
@@ -88,10 +92,12 @@ def classify(name: str) -> str:
     --------
     >>> classify("encoder.layer.0.attention.self.query.weight")
     'attn_q'
-    >>> classify("encoder.layer.0.output.dense.weight"), classify("model.layers.3.mlp.gate_proj.weight")
-    ('mlp_down', 'mlp_gate')
-    >>> classify("h.11.attn.c_attn.weight"), classify("h.11.ln_1.bias"), classify("h.0.mlp.c_fc.bias")
-    ('attn_qkv', 'norm', 'bias')
+    >>> classify("encoder.layer.0.output.dense.weight")
+    'mlp_down'
+    >>> classify("model.layers.3.mlp.gate_proj.weight")
+    'mlp_gate'
+    >>> [classify(n) for n in ("h.11.attn.c_attn.weight", "h.11.ln_1.bias", "h.0.mlp.c_fc.bias")]
+    ['attn_qkv', 'norm', 'bias']
     """
     module, leaf = _module_path(name)
     if leaf not in ("weight", "bias", ""):
@@ -109,10 +115,12 @@ def classify(name: str) -> str:
 def layer_index(name: str) -> int | None:
     """The transformer block a tensor belongs to, or None outside the blocks.
 
-    >>> layer_index("encoder.layer.5.intermediate.dense.weight"), layer_index("model.layers.31.mlp.up_proj.weight")
-    (5, 31)
-    >>> layer_index("transformer.h.2.attn.c_attn.weight"), layer_index("embeddings.word_embeddings.weight")
-    (2, None)
+    >>> layer_index("encoder.layer.5.intermediate.dense.weight")
+    5
+    >>> layer_index("model.layers.31.mlp.up_proj.weight"), layer_index("h.2.ln_1.weight")
+    (31, 2)
+    >>> layer_index("embeddings.word_embeddings.weight") is None
+    True
     """
     match = _LAYER.search(name)
     return int(match.group(1)) if match else None
