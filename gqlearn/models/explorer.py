@@ -547,7 +547,9 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     the back-off policy, the source, and per tensor its group size, shape, dtype and role.
 
     The file is written to a temporary file in the same directory and renamed into place, so
-    ``path`` is either the old file or the complete new one, never a partial write.
+    ``path`` is either the old file or the complete new one, never a partial write.  The
+    ``safetensors`` writer needs every tensor in memory at once: about one byte per weight
+    plus the kept tensors.
 
     Parameters
     ----------

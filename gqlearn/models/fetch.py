@@ -208,6 +208,4 @@ def fetch_default_model(cache: str | os.PathLike[str] | None = None, *, quiet: b
             # Another process finished first (the target is a non-empty directory): keep its copy.
             if not is_fetched(cache):
                 raise
-    if not quiet:
-        print(f"gqlearn: model ready in {final}", file=sys.stderr, flush=True)
     return final
