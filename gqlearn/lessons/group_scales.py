@@ -40,7 +40,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EXPLORER", "divisors", "split_groups", "group_summary", "group_steps",
            "seed_scales", "hand_vs_float32", "tie_anatomy", "memory_table", "model_gigabytes",
-           "SeedLoopResult", "seed_loop_quantize", "time_quantizers", "plot_group_grids",
+           "SeedLoopResult", "seed_loop_quantize", "reference_source", "time_quantizers", "plot_group_grids",
            "plot_relative_error", "show_group_size", "group_size_explorer",
            "EXERCISE_GROUP_WEIGHTS", "EXERCISE_BYTES_SHAPE", "EXERCISE_BYTES_GROUP_SIZE",
            "EXERCISE_LOSSLESS_WEIGHTS", "check_group_scales", "check_total_bytes",
@@ -351,6 +351,20 @@ def seed_loop_quantize(weights: Any, group_size: int) -> SeedLoopResult:
                           np.array(errors, np.float32))
 
 
+def reference_source() -> str:
+    """The code of :func:`seed_loop_quantize` without its docstring, for printing beside the seed.
+
+    >>> print(reference_source().splitlines()[0])
+    def seed_loop_quantize(weights: Any, group_size: int) -> SeedLoopResult:
+    """
+    import inspect
+
+    src = inspect.getsource(seed_loop_quantize)
+    start = src.index('"""')
+    end = src.index('"""', start + 3) + 3
+    return src[:start].rstrip() + "\n" + src[end:].lstrip("\n")
+
+
 def _best_time(fn: Callable[[], object], repeat: int) -> float:
     best = float("inf")
     for _ in range(repeat):
@@ -377,8 +391,8 @@ def time_quantizers(small_shape: tuple[int, int] = (64, 256),
     small = rng.standard_normal(small_shape, dtype=np.float32)
     big = rng.standard_normal(big_shape, dtype=np.float32)
     t_loop = _best_time(lambda: seed_loop_quantize(small, group_size), repeat=1)
-    t_small = _best_time(lambda: core.quantize(small, group_size), repeat=5)
-    t_big = _best_time(lambda: core.quantize(big, group_size), repeat=3)
+    t_small = _best_time(lambda: core.quantize(small, group_size), repeat=20)
+    t_big = _best_time(lambda: core.quantize(big, group_size), repeat=5)
     t_loop_big = t_loop * big.size / small.size
     rows = ((f"{small_shape[0]}x{small_shape[1]}", small.size, f"{t_loop:.3g}",
              f"{t_small:.3g}", f"{t_loop / t_small:,.0f}x"),
@@ -449,7 +463,8 @@ def show_group_size(w: Any, group_size: int) -> None:
     w = _flat(w)
     qt = core.quantize(w, group_size)
     rep = error_report(w, qt)
-    print(f"group size {group_size}: {qt.n_groups} scales, {qt.nbytes} bytes, "
+    print(f"group size {group_size}: {qt.n_groups} scale{'s' * (qt.n_groups != 1)}, "
+          f"{qt.nbytes} bytes, "
           f"{qt.bits_per_weight:g} bits/weight; {rep.n_zeroed} weights became 0; "
           f"max error {rep.max_abs_error:.4g}")
     print(group_summary(w, group_size))

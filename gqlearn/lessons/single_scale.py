@@ -343,9 +343,11 @@ def _draw_grid(ax: Any, w: np.ndarray, q: np.ndarray, scale: float, lo: float, h
                title: str) -> None:
     k0 = max(-QMAX, int(np.floor(lo / scale)))
     k1 = min(QMAX, int(np.ceil(hi / scale)))
-    step = max(1, (k1 - k0) // 260)
-    for k in range(k0, k1 + 1, step):
-        ax.axvline(k * scale, color="0.8", lw=0.6, zorder=0)
+    levels = np.arange(k0, k1 + 1) * scale
+    if len(levels) <= 40:  # few levels in view: full-height grid lines
+        ax.vlines(levels, -0.4, 1.4, color="0.8", lw=0.8, zorder=0)
+    else:  # the whole grid: a ruler along the bottom, one tick per level
+        ax.vlines(levels, -0.4, -0.22, color="0.45", lw=0.5, zorder=0)
     ax.axvspan(-scale / 2, scale / 2, color="tab:red", alpha=0.15, lw=0,
                label="rounds to 0 (|w| < scale/2)")
     rec = q.astype(np.float32) * np.float32(scale)
@@ -393,9 +395,10 @@ def plot_grid(w: Any, scale: float | None = None, *, zoom_steps: float = 3.0,
     q = qt.values.ravel()
     zeroed = (q == 0) & (w != 0)
     n_panels = 3 if zeroed.any() else 2
-    fig, axes = plt.subplots(n_panels, 1, figsize=(9, 2.6 * n_panels), layout="constrained")
+    fig, axes = plt.subplots(n_panels, 1, figsize=(8, 2.2 * n_panels), layout="constrained")
     edge = QMAX * s * 1.05
-    _draw_grid(axes[0], w, q, s, -edge, edge, f"whole range: grid step (scale) = {s:.4g}")
+    _draw_grid(axes[0], w, q, s, -edge, edge,
+               f"whole range: the {2 * QMAX + 1} levels k·scale, step (scale) = {s:.4g}")
     _draw_grid(axes[1], w, q, s, -zoom_steps * s, zoom_steps * s,
                f"zoom on ±{zoom_steps:g} steps around 0: {int(zeroed.sum())} of {w.size} "
                "weights land in the zero cell")
@@ -444,6 +447,10 @@ def row_relative_error(w: np.ndarray, qt: core.QuantizedTensor) -> np.ndarray:
     return np.linalg.norm(w - rec, axis=1) / np.linalg.norm(w, axis=1)
 
 
+_SWEEP_COLUMNS = ("zeroed (tensor)", "rel. error (tensor)", "smallest row error (tensor)",
+                  "zeroed (row)", "rel. error (row)", "smallest row error (row)")
+
+
 def ratio_sweep(ratios: Iterable[float], rows: int = 64, cols: int = 256,
                 seed: int = 0) -> Table:
     """Per-tensor (and, for contrast, per-row) quantization of :func:`synthetic_layer` s.
@@ -466,9 +473,8 @@ def ratio_sweep(ratios: Iterable[float], rows: int = 64, cols: int = 256,
             cells += [rep.zeroed_fraction, rep.relative_frobenius_error,
                       float(row_relative_error(w, qt)[small])]
         out.append(tuple(cells))
-    return Table(("ratio", "zeroed (tensor)", "rel. error (tensor)",
-                  "smallest row error (tensor)", "zeroed (row)", "rel. error (row)",
-                  "smallest row error (row)"), tuple(out), formats={"ratio": "g"})
+    return Table(("ratio", *_SWEEP_COLUMNS), tuple(out),
+                 formats={"ratio": ".6g", **{c: ".4g" for c in _SWEEP_COLUMNS}})
 
 
 def plot_ratio_sweep(table: Table) -> Figure:
