@@ -40,8 +40,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EXPLORER", "divisors", "split_groups", "group_summary", "group_steps",
            "seed_scales", "hand_vs_float32", "tie_anatomy", "memory_table", "model_gigabytes",
-           "SeedLoopResult", "seed_loop_quantize", "reference_source", "time_quantizers", "plot_group_grids",
-           "plot_relative_error", "show_group_size", "group_size_explorer",
+           "SeedLoopResult", "seed_loop_quantize", "reference_source", "time_quantizers",
+           "plot_group_grids", "plot_relative_error", "show_group_size", "group_size_explorer",
            "EXERCISE_GROUP_WEIGHTS", "EXERCISE_BYTES_SHAPE", "EXERCISE_BYTES_GROUP_SIZE",
            "EXERCISE_LOSSLESS_WEIGHTS", "check_group_scales", "check_total_bytes",
            "check_lossless_group_size"]

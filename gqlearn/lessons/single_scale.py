@@ -528,7 +528,8 @@ def magnitude_table(large: float) -> Table:
     s = float(qt.scales[0, 0])
     q = qt.values.ravel()
     rec = core.dequantize(qt).ravel()
-    rows = tuple((float(x), float(x) / s, int(k), float(r)) for x, k, r in zip(w[4:], q[4:], rec[4:]))
+    rows = tuple((float(x), float(x) / s, int(k), float(r))
+                 for x, k, r in zip(w[4:], q[4:], rec[4:]))
     lost = int((q[4:] == 0).sum())
     notes = (f"largest weight {float(np.abs(w).max()):.4g} -> scale {s:.4g}; "
              f"a weight survives only if |w| >= scale/2 = {s / 2:.4g}",
@@ -538,7 +539,7 @@ def magnitude_table(large: float) -> Table:
 
 
 def show_magnitude(large: float = 10.5) -> None:
-    """Print :func:`magnitude_table` and draw :func:`plot_grid` for ``large`` (the widget's view)."""
+    """Print :func:`magnitude_table` and draw :func:`plot_grid` for ``large`` (the widget view)."""
     import matplotlib.pyplot as plt
     from IPython.display import display
 
