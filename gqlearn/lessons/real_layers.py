@@ -376,13 +376,17 @@ def reference_check(encoder: SentenceEncoder, tolerance: float = 1e-4) -> Table:
     The distances themselves are float32 round-off (about 1e-7 and below), whose last digits
     depend on the machine's BLAS, so the table reports them against thresholds.
     """
-    sentences, reference, _ = load_reference_embeddings()
+    sentences, reference, info = load_reference_embeddings()
     ours = encoder.encode(sentences)
     distance = 1 - cosine_similarity(ours, reference)
     ids = encoder.tokenize(sentences)[2].sum(axis=1)
     rows = tuple((s if len(s) <= 44 else s[:41] + "...", int(n), bool(d < tolerance),
                   bool(d < 1e-6)) for s, n, d in zip(sentences, ids, distance))
-    return Table(("sentence", "tokens", f"distance < {tolerance:.0e}", "distance < 1e-6"), rows)
+    made = info["generated_with"]
+    note = (f"reference: sentence-transformers {made['sentence_transformers']}, torch "
+            f"{made['torch']}, max_seq_length {made['max_seq_length']}")
+    return Table(("sentence", "tokens", f"distance < {tolerance:.0e}", "distance < 1e-6"), rows,
+                 notes=(note,))
 
 
 EMBEDDING_SETTINGS: tuple[tuple[int, int | str], ...] = (
