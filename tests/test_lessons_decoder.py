@@ -139,3 +139,10 @@ def test_check_smallest_setting() -> None:
     assert not D.check_smallest_setting("float", FAKE)
     none_ok = _evaluation([(None, None, 32.0, 100), (4, 32, 5.0, 80)])
     assert "no setting" in D.check_smallest_setting("int4 g=32", none_ok).message
+
+
+def test_rope_layout_table() -> None:
+    t = D.rope_layout_table(Llama.random(CFG, seed=1), [1, 5, 9, 2, 7, 3])
+    assert len(t) == 2 and t.notes == ("6 tokens",)
+    assert all(math.isfinite(p) and p > 1 for p in t.column("perplexity"))
+    assert "GGUF layout" in t.rows[0][0]

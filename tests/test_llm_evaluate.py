@@ -98,10 +98,25 @@ def test_evaluate_on_a_tiny_model(tiny: Llama) -> None:
     assert int8.group_sizes == {48: 16, 96: 32}
     assert int8.agreement >= 0.9 and int8.kl < 0.01
     assert abs(int8.perplexity / base.perplexity - 1) < 0.02
+    # KL against a direct float64 computation
+    zf = tiny.forward(ids)[:-1].astype(np.float64)
+    zq = tiny.with_weights(quantize_linear_weights(tiny, 2, 32).weights).forward(ids)[:-1]
+    zq = zq.astype(np.float64)
+    lf = zf - np.log(np.exp(zf).sum(axis=1, keepdims=True))
+    lq = zq - np.log(np.exp(zq).sum(axis=1, keepdims=True))
+    kl = np.mean(np.sum(np.exp(lf) * (lf - lq), axis=1))
+    assert ev.row("int2 g=32").kl == pytest.approx(kl, rel=1e-4)
+    assert ev.row("int2 g=32").perplexity == pytest.approx(np.exp(-np.mean(
+        lq[np.arange(39), ids[1:]])), rel=1e-5)
     worst = ev.row("int2 per-tensor")
     assert worst.kl > int8.kl and worst.bits_per_weight < int8.bits_per_weight
     for r in ev.rows:
         assert r.kl >= 0 and 0 <= r.n_agree <= r.n_positions and len(r.sample_ids) == 4
+        assert len(r.disagree_at) == r.n_positions - r.n_agree
+    assert base.disagree_at == ()
+    assert ev.float_margins.shape == (39,) and (ev.float_margins >= 0).all()
+    lp = np.log(np.sort(np.exp(tiny.forward(ids)[:-1].astype(np.float64)), axis=1))
+    np.testing.assert_allclose(ev.float_margins, lp[:, -1] - lp[:, -2], atol=1e-9)
     with pytest.raises(KeyError, match="no row 'int5"):
         ev.row("int5 g=32")
     text = ev.table()

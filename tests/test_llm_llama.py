@@ -6,16 +6,24 @@ import numpy as np
 import pytest
 
 from gqlearn.llm import KVCache, Llama, LlamaConfig, load_sample_text, load_smollm2, perplexity
-from gqlearn.llm.llama import rms_norm, rope, silu
+from gqlearn.llm.llama import permute_qk, rms_norm, rope, silu, unpermute_qk
 
 TINY = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,
                    ffn_size=80, rope_base=100.0, rms_eps=1e-5, context_length=64)
 
 
 def hf_permute(w: np.ndarray, n_head: int) -> np.ndarray:
-    """llama.cpp's convert_hf_to_gguf permutation of q/k rows (rotate_half -> adjacent pairs)."""
+    """llama.cpp's convert_hf_to_gguf permutation of q/k rows (rotate_half -> adjacent pairs),
+    written out here independently of gqlearn.llm.llama.permute_qk."""
     return (w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
+
+
+def test_permute_qk_matches_converter_and_inverts() -> None:
+    w = np.random.default_rng(0).standard_normal((24, 5)).astype(np.float32)
+    np.testing.assert_array_equal(permute_qk(w, 3), hf_permute(w, 3))
+    np.testing.assert_array_equal(unpermute_qk(permute_qk(w, 3), 3), w)
+    np.testing.assert_array_equal(permute_qk(unpermute_qk(w, 2), 2), w)
 
 
 def hf_reference(cfg: LlamaConfig, w: dict[str, np.ndarray], ids: list[int]) -> np.ndarray:
@@ -217,10 +225,8 @@ def test_smollm2_adjacent_rope_beats_half_split(smollm2) -> None:
     inv = {}
     for i in range(c.n_layers):
         for kind, heads in (("attn_q", c.n_heads), ("attn_k", c.n_kv_heads)):
-            w = model.weights[f"blk.{i}.{kind}.weight"]
-            # inverse of hf_permute: pairs (2j, 2j+1) -> (j, j + hd/2)
-            inv[f"blk.{i}.{kind}.weight"] = (w.reshape(heads, w.shape[0] // heads // 2, 2, -1)
-                                             .swapaxes(1, 2).reshape(w.shape))
+            name = f"blk.{i}.{kind}.weight"
+            inv[name] = unpermute_qk(model.weights[name], heads)
     good = perplexity(model.forward(ids), ids)
     bad = perplexity(model.with_weights(inv).forward(ids), ids)
     assert good < 60 and bad > 2 * good

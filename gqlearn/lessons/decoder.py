@@ -10,6 +10,7 @@ Everything the notebook ``05_decoder_llm.ipynb`` computes or draws beyond the li
   re-quantizing them on gqlearn's symmetric grids does to those levels;
 * :func:`backoff_table`: which group size each matrix gets when a request does not divide
   its width (576 = 2^6 * 9);
+* :func:`rope_layout_table`: the empirical check that GGUF weights need RoPE on adjacent pairs;
 * :func:`time_forward`: seconds per forward pass;
 * :func:`plot_quality`: perplexity and agreement against bits per weight;
 * ``check_*``: the exercise checkers.
@@ -27,13 +28,14 @@ import numpy as np
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
-from ..llm import Llama, QuantEvaluation, tensor_infos
+from ..llm import Llama, QuantEvaluation, perplexity, tensor_infos
+from ..llm.llama import unpermute_qk
 from .single_scale import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["tensor_type_table", "distinct_per_block", "baseline_grid_table", "backoff_table",
+__all__ = ["rope_layout_table", "tensor_type_table", "distinct_per_block", "baseline_grid_table", "backoff_table",
            "time_forward", "plot_quality", "count_scales", "check_perplexity",
            "check_scale_count", "check_smallest_setting", "EXERCISE_REQUEST",
            "AGREEMENT_THRESHOLD"]
@@ -124,8 +126,31 @@ def backoff_table(model: Llama, requests: Sequence[int] = (32, 64, 128, 256),
         halve = [choose_group_size(w, req, "halve") for w in widths]
         rows.append((req, *used, "same" if halve == used else str(halve)))
     who = {w: "+".join(k for k, v in kinds.items() if v == w) for w in widths}
+
+    def factor(w: int) -> str:  # w = 2^k * odd
+        k = (w & -w).bit_length() - 1
+        return f"2^{k} * {w >> k}"
+
     return Table(("requested", *[f"width {w}" for w in widths], "halving loop"), tuple(rows),
-                 notes=tuple(f"width {w}: {who[w]}" for w in widths))
+                 notes=tuple(f"width {w} = {factor(w)}: {who[w]}" for w in widths))
+
+
+def rope_layout_table(model: Llama, ids: Sequence[int]) -> Table:
+    """Perplexity of ``ids`` with the weights as stored (RoPE on adjacent pairs, the GGUF
+    layout) and with the converter's q/k permutation undone (so the same rotation pairs the
+    dimensions Hugging Face's rotate-half would not): the right layout is the far likelier one.
+    """
+    c = model.config
+    undone = {}
+    for i in range(c.n_layers):
+        for kind, heads in (("attn_q", c.n_heads), ("attn_k", c.n_kv_heads)):
+            name = f"blk.{i}.{kind}.weight"
+            undone[name] = unpermute_qk(model.weights[name], heads)
+    rows = (("q/k as stored (GGUF layout)", perplexity(model.forward(ids), ids)),
+            ("q/k un-permuted (Hugging Face layout)",
+             perplexity(model.with_weights(undone).forward(ids), ids)))
+    return Table(("weights fed to adjacent-pair RoPE", "perplexity"), rows,
+                 notes=(f"{len(ids)} tokens",), formats={"perplexity": ".2f"})
 
 
 def time_forward(model: Llama, ids: Sequence[int], repeat: int = 3) -> float:

@@ -195,11 +195,11 @@ def next_token_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
     return float(np.mean(logits_a.argmax(axis=-1) == logits_b.argmax(axis=-1)))
 
 
-def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    z -= np.log(np.exp(z).sum(axis=1, keepdims=True))
-    return z
+def _logsumexp(z: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(sum(exp(z)))`` of float32 logits, float64 result (sums in float64)."""
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    return np.log(e.sum(axis=1, dtype=np.float64)) + zmax[:, 0]
 
 
 @dataclass(frozen=True)
@@ -225,6 +225,8 @@ class QuantRow:
         Greedy continuation of the prompt (empty without a prompt).
     sample : str
         ``sample_ids`` decoded (empty without a tokenizer).
+    disagree_at : tuple of int
+        Positions whose top-1 next token differs from the float model's.
     """
 
     setting: Setting
@@ -236,6 +238,7 @@ class QuantRow:
     kl: float
     sample_ids: list[int] = field(default_factory=list)
     sample: str = ""
+    disagree_at: tuple[int, ...] = ()
 
     @property
     def label(self) -> str:
@@ -251,12 +254,15 @@ class QuantRow:
 class QuantEvaluation:
     """The perplexity / agreement table of :func:`evaluate_quantization`.
 
-    ``print(evaluation)`` shows it; ``rows[0]`` is the float baseline.
+    ``print(evaluation)`` shows it; ``rows[0]`` is the float baseline.  ``float_margins``
+    holds, per position, the float model's log-probability gap between its top two next
+    tokens (small gaps are where a quantized model can flip the top-1 token).
     """
 
     rows: list[QuantRow]
     n_tokens: int
     prompt: str = ""
+    float_margins: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     @property
     def baseline(self) -> QuantRow:
@@ -344,33 +350,43 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     """
     ids = [int(i) for i in ids]
     settings = [Setting()] + [Setting(b, g) for b in bits for g in group_sizes]
-    float_logits = model.forward(ids)
-    float_lp = _log_softmax(float_logits[:-1])
-    float_top = float_lp.argmax(axis=1)
     targets = np.asarray(ids[1:])
     n = len(ids) - 1
+    positions = np.arange(n)
+    z_float = model.forward(ids)[:-1]  # (n, vocab): row j scores token j + 1
+    lse_float = _logsumexp(z_float)
+    p_float = np.exp(z_float - lse_float[:, None])  # the float model's next-token distributions
+    float_top = z_float.argmax(axis=1)
+    top2 = np.partition(z_float, -2, axis=1)[:, -2:]
+    margins = (top2[:, 1] - top2[:, 0]).astype(np.float64)
     rows = []
     for s in settings:
         if progress is not None:
             progress(s.label)
         if s.bits is None:
-            m, used, bpw = model, {}, 32.0
-            lp = float_lp
+            m, used, bpw, z, lse = model, {}, 32.0, z_float, lse_float
         else:
             qw = quantize_linear_weights(model, s.bits, s.group_size,
                                          include_embedding=include_embedding)
-            m, used, bpw = model.with_weights(qw.weights), qw.group_sizes_by_width(), \
-                qw.bits_per_weight
-            lp = _log_softmax(m.forward(ids)[:-1])
-        nll = -lp[np.arange(n), targets].mean()
-        kl = float(np.mean(np.sum(np.exp(float_lp) * (float_lp - lp), axis=1)))
+            m, used, bpw = (model.with_weights(qw.weights), qw.group_sizes_by_width(),
+                            qw.bits_per_weight)
+            z = m.forward(ids)[:-1]
+            lse = _logsumexp(z)
+        nll = float(np.mean(lse.astype(np.float64) - z[positions, targets]))
+        # KL(p_float || p) = sum p_float * (log p_float - log p), with the log-probability
+        # difference taken elementwise as (z_float - z) - (lse_float - lse): no cancellation.
+        diff = np.subtract(z_float, z, dtype=np.float32)
+        diff *= p_float
+        kl = float(np.mean(diff.sum(axis=1, dtype=np.float64) - (lse_float - lse)))
+        del diff
         sample_ids = (m.generate(prompt_ids, max_new_tokens, stop_ids=stop_ids)
                       if prompt_ids is not None else [])
         sample = (tokenizer.decode(sample_ids, skip_special_tokens=False)  # type: ignore
                   if tokenizer is not None and sample_ids else "")
-        rows.append(QuantRow(s, used, bpw, math.exp(nll), int((lp.argmax(axis=1) == float_top).sum()),
-                             n, max(kl, 0.0), sample_ids, sample))
-        del m
+        agree = z.argmax(axis=1) == float_top
+        rows.append(QuantRow(s, used, bpw, math.exp(nll), int(agree.sum()), n, max(kl, 0.0),
+                             sample_ids, sample, tuple(int(j) for j in np.flatnonzero(~agree))))
+        del m, z
     prompt = (tokenizer.decode(list(prompt_ids), skip_special_tokens=False)  # type: ignore
               if tokenizer is not None and prompt_ids is not None else "")
-    return QuantEvaluation(rows, len(ids), prompt)
+    return QuantEvaluation(rows, len(ids), prompt, margins)

@@ -32,7 +32,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LlamaConfig", "Llama", "KVCache", "LINEAR_KINDS", "rms_norm", "rope", "silu"]
+__all__ = ["LlamaConfig", "Llama", "KVCache", "LINEAR_KINDS", "rms_norm", "rope", "silu",
+           "permute_qk", "unpermute_qk"]
 
 # The seven weight matrices of a block, by GGUF name: blk.{i}.{kind}.weight.
 LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -129,6 +130,32 @@ def rope(x: np.ndarray, positions: np.ndarray, base: float) -> np.ndarray:
     out[..., 0] = x0 * cos - x1 * sin
     out[..., 1] = x0 * sin + x1 * cos
     return out.reshape(t, h, hd)
+
+
+def permute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """llama.cpp's converter permutation of a q or k weight (Hugging Face -> GGUF layout).
+
+    Within each head, output row ``j`` (first half) and ``j + head_dim/2`` (second half)
+    become rows ``2j`` and ``2j + 1``, so Hugging Face's rotate-half RoPE becomes RoPE on
+    adjacent pairs.  ``n_heads`` is the number of heads of that matrix (key/value heads for k).
+
+    >>> permute_qk(np.arange(4.0)[:, None], 1).ravel()
+    array([0., 2., 1., 3.])
+    """
+    rows = w.shape[0]
+    return (w.reshape(n_heads, 2, rows // n_heads // 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
+    """Inverse of :func:`permute_qk` (GGUF -> Hugging Face layout).
+
+    >>> unpermute_qk(permute_qk(np.arange(8.0)[:, None], 2), 2).ravel()
+    array([0., 1., 2., 3., 4., 5., 6., 7.])
+    """
+    rows = w.shape[0]
+    return (w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])
+            .swapaxes(1, 2).reshape(w.shape))
 
 
 @dataclass
