@@ -40,11 +40,12 @@ def quantize_groups(groups, qmax, half_even, reciprocal, values, scales):  # pra
         if scale == 0:
             scale = np.float32(1)
         scales[g] = scale
-        inv = np.float32(1) / scale
-        clip = scale < _TINY
+        clip = scale < _TINY  # subnormal scale: the quotient can overshoot qmax
+        multiply = reciprocal and not clip  # 1/scale would overflow for a subnormal scale
+        inv = np.float32(1) / scale if multiply else np.float32(1)
         out = values[g]
         for i in range(size):
-            y = row[i] * inv if reciprocal else row[i] / scale
+            y = row[i] * inv if multiply else row[i] / scale
             if half_even:
                 y = np.rint(y)
             else:

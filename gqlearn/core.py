@@ -18,7 +18,7 @@ result depends on three choices:
   to even (numpy ``rint``, ``torch.round``, llama2.c's ``export.py``): ``rounding=``;
 * dividing by the scale (the course, llama2.c) or multiplying by its float32 reciprocal
   (llama.cpp: ``id = 1/d; q = roundf(x * id)``), which can differ in the last bit of the
-  quotient: ``reciprocal=``;
+  quotient: ``reciprocal=`` (groups with a subnormal scale, whose reciprocal overflows, divide);
 * the stored scale's dtype: Q8_0 stores ``d`` as float16, so its dequantized weights use the
   float16-rounded scale (``gqlearn.formats.to_q8_0``).
 
@@ -226,13 +226,18 @@ def _quantize_rows(src: np.ndarray, scale: np.ndarray, out: np.ndarray, qmax: in
                    rounding: str, reciprocal: bool) -> None:
     """Quantize a 2-D block ``src`` (any float dtype) with per-row ``scale`` into int8 ``out``."""
     y = scratch("quotient", src.size).reshape(src.shape)
+    tiny = scale < _TINY
     if reciprocal:
-        inv = np.float32(1) / scale
-        np.multiply(src, inv[:, None], out=y, dtype=np.float32, casting="unsafe")
+        with np.errstate(over="ignore", invalid="ignore"):
+            inv = np.float32(1) / scale
+            np.multiply(src, inv[:, None], out=y, dtype=np.float32, casting="unsafe")
+        if tiny.any():
+            # 1/scale overflows for subnormal scales: those rows divide instead.
+            y[tiny] = np.divide(src[tiny], scale[tiny, None], dtype=np.float32, casting="unsafe")
     else:
         np.divide(src, scale[:, None], out=y, dtype=np.float32, casting="unsafe")
     _round_inplace(y, rounding)
-    if scale.min() < _TINY:
+    if tiny.any():
         np.clip(y, -qmax, qmax, out=y)
     np.copyto(out, y, casting="unsafe")
 

@@ -296,3 +296,13 @@ def test_set_num_threads(monkeypatch):
         gqlearn.default_threads()
     with pytest.raises(ValueError):
         gqlearn.set_num_threads(0)
+
+
+@pytest.mark.parametrize("reciprocal", [False, True])
+def test_subnormal_scales_with_reciprocal_stay_finite(reciprocal):
+    w = np.array([[1e-40, -3e-41, 0, 5e-41], [1.0, 0.5, -0.25, 0.1]], F32)
+    qt = quantize(w, 4, reciprocal=reciprocal)
+    # the subnormal-scale row divides, whatever the setting, as the spec does
+    assert qt.values[0].tolist() == quantize_spec(w[:1], 4)[0][0].tolist()
+    assert qt.values[0, 0] == 127 and qt.values[0, 2] == 0
+    assert qt.values[1].tolist() == quantize(w[1:], 4, reciprocal=reciprocal).values[0].tolist()
