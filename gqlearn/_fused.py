@@ -67,15 +67,16 @@ def dequantize_groups(values, scales, out):  # pragma: no cover
 
 
 @numba.njit(parallel=True, cache=True)
-def group_errors(groups, values, scales, max_err, sq_err, sq_sig, zeroed, nonzero):  # pragma: no cover
-    """Per-group max |w - q*s| (float32), sums of squared error and signal (float64), and counts
-    of nonzero weights and of those that quantized to 0."""
+def group_errors(groups, values, scales, max_err, sq_err, sq_sig, abs_err, zeroed, nonzero):  # pragma: no cover
+    """Per-group max |w - q*s| (float32), sums of squared error, signal and absolute error
+    (float64), and counts of nonzero weights and of those that quantized to 0."""
     n_groups, size = groups.shape
     for g in prange(n_groups):
         s = scales[g]
         m = np.float32(0)
         e2 = 0.0
         w2 = 0.0
+        e1 = 0.0
         z = 0
         nz = 0
         for i in range(size):
@@ -84,6 +85,7 @@ def group_errors(groups, values, scales, max_err, sq_err, sq_sig, zeroed, nonzer
             if e > m:
                 m = e
             e2 += np.float64(e) * np.float64(e)
+            e1 += np.float64(e)
             w2 += np.float64(w) * np.float64(w)
             if w != 0:
                 nz += 1
@@ -92,5 +94,6 @@ def group_errors(groups, values, scales, max_err, sq_err, sq_sig, zeroed, nonzer
         max_err[g] = m
         sq_err[g] = e2
         sq_sig[g] = w2
+        abs_err[g] = e1
         zeroed[g] = z
         nonzero[g] = nz

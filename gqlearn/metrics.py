@@ -32,6 +32,8 @@ class ErrorReport:
         float64 mean squared error of each group, shape ``qt.scales.shape``.
     max_abs_error : float
         Largest ``|w - w'|`` over the tensor.
+    mean_abs_error : float
+        Mean ``|w - w'|``.
     mse : float
         Mean squared error.
     sqnr_db : float
@@ -43,20 +45,26 @@ class ErrorReport:
         Fraction of the nonzero weights whose quantized value is 0 (0.0 if all weights are 0).
     n_zeroed : int
         How many nonzero weights became 0.
+    sum_sq_error, sum_sq_signal : float
+        ``sum (w - w')^2`` and ``sum w^2`` in float64, for totals over many tensors.
     """
 
     group_max_error: np.ndarray
     group_mse: np.ndarray
     max_abs_error: float
+    mean_abs_error: float
     mse: float
     sqnr_db: float
     relative_frobenius_error: float
     zeroed_fraction: float
     n_zeroed: int
+    sum_sq_error: float
+    sum_sq_signal: float
 
     def summary(self) -> dict[str, float]:
         """The scalar metrics as a dict (handy for tables)."""
-        return {"max_abs_error": self.max_abs_error, "mse": self.mse, "sqnr_db": self.sqnr_db,
+        return {"max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,
+                "mse": self.mse, "sqnr_db": self.sqnr_db,
                 "relative_frobenius_error": self.relative_frobenius_error,
                 "zeroed_fraction": self.zeroed_fraction}
 
@@ -111,6 +119,7 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
     gmax = np.empty((n_groups, n_pieces), np.float32)
     gsq = np.empty((n_groups, n_pieces), np.float64)
     gsig = np.empty((n_groups, n_pieces), np.float64)
+    gabs = np.empty((n_groups, n_pieces), np.float64)
     zeroed = np.zeros(len(blocks), np.int64)
     nonzero = np.zeros(len(blocks), np.int64)
     index = {b: i for i, b in enumerate(blocks)}
@@ -125,6 +134,7 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
         np.subtract(err, x, out=err)
         np.abs(err, out=err)
         gmax[b.g0:b.g1, b.piece] = err.max(axis=1)
+        gabs[b.g0:b.g1, b.piece] = err.sum(axis=1, dtype=np.float64)
         e64 = scratch("metric_f64", src.size, np.float64).reshape(src.shape)
         np.multiply(err, err, out=e64, dtype=np.float64)
         gsq[b.g0:b.g1, b.piece] = e64.sum(axis=1)
@@ -136,27 +146,27 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
         zeroed[i] = np.count_nonzero(nz & (q == 0))
 
     run_blocks(kernel, blocks, threads)
-    return _report(qt, gmax.max(axis=1), gsq.sum(axis=1), gsig.sum(axis=1), int(zeroed.sum()),
-                   int(nonzero.sum()))
+    return _report(qt, gmax.max(axis=1), gsq.sum(axis=1), gsig.sum(axis=1), gabs.sum(axis=1),
+                   int(zeroed.sum()), int(nonzero.sum()))
 
 
 def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
-                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+                threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
     from .core import _fused, _numba_threads
 
     if _fused() is None:
         raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
     n = scales.size
-    gmax, gsq, gsig = np.empty(n, np.float32), np.empty(n), np.empty(n)
+    gmax, gsq, gsig, gabs = np.empty(n, np.float32), np.empty(n), np.empty(n), np.empty(n)
     zeroed, nonzero = np.empty(n, np.int64), np.empty(n, np.int64)
     with _numba_threads(threads):
         _fused().group_errors(groups.astype(np.float32, copy=False), values, scales,  # type: ignore[union-attr]
-                              gmax, gsq, gsig, zeroed, nonzero)
-    return gmax, gsq, gsig, int(zeroed.sum()), int(nonzero.sum())
+                              gmax, gsq, gsig, gabs, zeroed, nonzero)
+    return gmax, gsq, gsig, gabs, int(zeroed.sum()), int(nonzero.sum())
 
 
 def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_sig: np.ndarray,
-            n_zeroed: int, n_nonzero: int) -> ErrorReport:
+            group_abs: np.ndarray, n_zeroed: int, n_nonzero: int) -> ErrorReport:
     if not np.isfinite(gmax).all():
         raise ValueError("w contains NaN or Inf; error metrics need finite weights")
     gs = qt.group_size
@@ -169,11 +179,14 @@ def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_s
         group_max_error=group_max,
         group_mse=(group_sq / gs).reshape(qt.scales.shape),
         max_abs_error=float(group_max.max()),
+        mean_abs_error=float(group_abs.sum()) / qt.size,
         mse=total_sq / qt.size,
         sqnr_db=sqnr if total_sig > 0 or total_sq > 0 else float("inf"),
         relative_frobenius_error=float(np.sqrt(total_sq / total_sig)) if total_sig > 0 else 0.0,
         zeroed_fraction=n_zeroed / n_nonzero if n_nonzero else 0.0,
         n_zeroed=n_zeroed,
+        sum_sq_error=total_sq,
+        sum_sq_signal=total_sig,
     )
 
 

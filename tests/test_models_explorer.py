@@ -166,7 +166,7 @@ def test_sharded_bf16_checkpoint(tmp_path, rng):
 ])
 def test_save_load_bit_for_bit(tmp_path, arrays, group_size, bits, rounding):
     out = tmp_path / "sub" / "q.safetensors"
-    report = explore(arrays, group_size, bits=bits, rounding=rounding, save=out)
+    report = explore(arrays, group_size, bits=bits, rounding=rounding, save=out, keep=True)
     model = load_quantized(out)
     assert model.metadata["format"] == FORMAT
     assert model.metadata["bits"] == str(bits) and model.metadata["rounding"] == rounding
@@ -201,13 +201,18 @@ def test_save_is_atomic(tmp_path, arrays, monkeypatch):
     explore(arrays, 16, save=out)
     before = out.read_bytes()
 
-    def broken(tensors, filename, metadata=None):
-        with open(filename, "wb") as f:
-            f.write(b"partial")
-        raise OSError("disk full")
+    import gqlearn.models.explorer as explorer_module
 
-    import safetensors.numpy
-    monkeypatch.setattr(safetensors.numpy, "save_file", broken)
+    calls = []
+    real = explorer_module.quantize_tensor
+
+    def broken(*args, **kwargs):  # fails half-way through, after some tensors were written
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(explorer_module, "quantize_tensor", broken)
     with pytest.raises(OSError, match="disk full"):
         explore(arrays, 32, save=out)
     assert out.read_bytes() == before

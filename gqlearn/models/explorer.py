@@ -26,7 +26,6 @@ import math
 import os
 import re
 import sys
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,9 +34,12 @@ import numpy as np
 
 from .. import __version__
 from ..core import QuantizedTensor, dequantize, quantize
+from ..metrics import error_report
 from ..group_size import choose_group_size
 from .roles import ROLES, classify, layer_index, should_quantize
-from .safetensors_io import Checkpoint, ModelFileError, open_checkpoint, read_header
+from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint,
+                              read_header)
+from .safetensors_writer import StreamingSafetensorsWriter
 
 __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
            "parse_group_size", "fake_quantize", "save_quantized", "load_quantized",
@@ -324,25 +326,14 @@ def _dtype_name(a: np.ndarray) -> str:
 
 def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
              requested: GroupSize) -> TensorResult:
-    w32 = np.asarray(w, dtype=np.float32).reshape(qt.shape)
-    err = dequantize(qt)
-    np.subtract(err, w32, out=err)
-    np.abs(err, out=err)
-    sum_sq = float(np.einsum("ij,ij->", err.reshape(-1, qt.group_size),
-                             err.reshape(-1, qt.group_size), dtype=np.float64))
-    w64 = w32.reshape(-1, qt.group_size)
-    signal = float(np.einsum("ij,ij->", w64, w64, dtype=np.float64))
-    nonzero = w32 != 0
-    n_nonzero = int(np.count_nonzero(nonzero))
-    n_zeroed = int(np.count_nonzero(nonzero & (qt.values == 0)))
-    sqnr = 10 * math.log10(signal / sum_sq) if sum_sq > 0 else math.inf
+    rep = error_report(w.reshape(qt.shape), qt)
     return TensorResult(
         name=name, role=role, shape=tuple(w.shape), dtype=_dtype_name(w), quantized=True,
         group_size=qt.group_size, requested_group_size=requested, n_groups=qt.n_groups,
-        max_abs_error=float(err.max()), mean_abs_error=float(err.mean(dtype=np.float64)),
-        rms_error=math.sqrt(sum_sq / w.size), sqnr_db=sqnr,
-        zeroed_fraction=n_zeroed / n_nonzero if n_nonzero else 0.0,
-        bytes_before=w.nbytes, bytes_after=qt.nbytes, sum_sq_error=sum_sq, sum_sq_signal=signal)
+        max_abs_error=rep.max_abs_error, mean_abs_error=rep.mean_abs_error,
+        rms_error=math.sqrt(rep.mse), sqnr_db=rep.sqnr_db,
+        zeroed_fraction=rep.zeroed_fraction, bytes_before=w.nbytes, bytes_after=qt.nbytes,
+        sum_sq_error=rep.sum_sq_error, sum_sq_signal=rep.sum_sq_signal)
 
 
 class _ArraySource:
@@ -364,6 +355,12 @@ class _ArraySource:
     def shape(self, name: str) -> tuple[int, ...]:
         return tuple(np.shape(self._arrays[name]))
 
+    def dtype_name(self, name: str) -> str:
+        return _dtype_name(np.asarray(self._arrays[name]))
+
+    def release(self) -> None:
+        pass
+
 
 class _CheckpointSource:
     def __init__(self, ckpt: Checkpoint):
@@ -380,6 +377,19 @@ class _CheckpointSource:
 
     def shape(self, name: str) -> tuple[int, ...]:
         return self.ckpt.info(name).shape
+
+    def dtype_name(self, name: str) -> str:
+        info = self.ckpt.info(name)
+        dtype = NUMPY_DTYPES.get(info.dtype)
+        if dtype is None:
+            raise ModelFileError(info.file, f"dtype {info.dtype} is not supported by gqlearn "
+                                            f"(it reads {', '.join(NUMPY_DTYPES)})", name)
+        return dtype.name
+
+    def release(self) -> None:
+        # Pages read through a memory map stay resident while it is open; closing it after
+        # each tensor keeps memory bounded by the largest tensor, not the model.
+        self.ckpt.close()
 
 
 def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
@@ -433,9 +443,12 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     progress : bool or None, default False
         Show a progress bar on stderr; None shows it when stderr is a terminal.
     keep : bool, default False
-        Keep the QuantizedTensors in ``report.quantized``.
+        Keep the QuantizedTensors (and the kept tensors) in the report, for
+        :func:`save_quantized` or further analysis.
     save : path, optional
-        Also write the quantized model there (see :func:`save_quantized`).
+        Also write the quantized model there, in the format of :func:`save_quantized`.  Each
+        tensor is written as soon as it is quantized and the memory map is released after
+        each, so memory stays bounded by a few times the largest tensor, not the model size.
     threads : int, optional
         Passed to :func:`gqlearn.quantize`.
 
@@ -459,41 +472,115 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         if unknown:
             raise ValueError(f"unknown roles {unknown}; roles are {ROLES}")
     source, label, close = _open_source(model)
-    keep = keep or save is not None
     results: list[TensorResult] = []
     quantized: dict[str, QuantizedTensor] = {}
     kept: dict[str, np.ndarray] = {}
+    writer = None
     try:
-        names = sorted(source.keys(), key=natural_key)  # type: ignore[attr-defined]
-        for name in _progress(names, progress, "quantizing"):
-            role = classify(name)
-            shape = source.shape(name)  # type: ignore[attr-defined]
-            is_float = source.is_float(name)  # type: ignore[attr-defined]
-            if not should_quantize(name, shape, is_float, roles):
-                w = source.get(name)  # type: ignore[attr-defined]
-                why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
-                       else "1-D" if len(shape) < 2 else "role not selected")
-                results.append(TensorResult(name, role, tuple(shape), _dtype_name(w), False,
+        plan = _plan(source, requested, policy, roles)
+        if save is not None:
+            writer = StreamingSafetensorsWriter(
+                save, *_layout_and_metadata(plan, label, requested, bits, rounding, policy))
+        for p in _progress(plan, progress, "quantizing"):
+            w = source.get(p.name)  # type: ignore[attr-defined]
+            if not p.quantized:
+                results.append(TensorResult(p.name, p.role, p.shape, p.dtype, False,
                                             bytes_before=w.nbytes, bytes_after=w.nbytes,
-                                            kept_because=why))
+                                            kept_because=p.kept_because))
                 if keep:
-                    kept[name] = w  # stored unchanged by save_quantized
+                    kept[p.name] = w
+                if writer:
+                    writer.write(p.name, w)
                 continue
-            w = source.get(name)  # type: ignore[attr-defined]
             try:
                 qt = quantize_tensor(w, requested, bits=bits, rounding=rounding, policy=policy,
                                      threads=threads)
             except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from exc
-            results.append(_measure(name, role, w, qt, requested))
+                raise ValueError(f"{p.name}: {exc}") from exc
+            results.append(_measure(p.name, p.role, w, qt, requested))
             if keep:
-                quantized[name] = qt
+                quantized[p.name] = qt
+            if writer:
+                writer.write(p.name + ".values", qt.values.reshape(p.shape))
+                writer.write(p.name + ".scales", qt.scales)
+            del w, qt
+            source.release()  # type: ignore[attr-defined]
+        if writer:
+            writer.close()
+    except BaseException:
+        if writer:
+            writer.abort()
+        raise
     finally:
         close()
-    report = ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept)
-    if save is not None:
-        save_quantized(report, save)
-    return report
+    return ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept)
+
+
+@dataclass(frozen=True)
+class _Planned:
+    """What will happen to one tensor (the attributes a TensorResult shares)."""
+
+    name: str
+    role: str
+    shape: tuple[int, ...]
+    dtype: str
+    quantized: bool
+    group_size: int | None
+    kept_because: str | None
+
+
+def _plan(source: object, requested: GroupSize, policy: str,
+          roles: Sequence[str] | None) -> list[_Planned]:
+    """Decide, from the headers alone, what happens to every tensor."""
+    plan = []
+    for name in sorted(source.keys(), key=natural_key):  # type: ignore[attr-defined]
+        role = classify(name)
+        shape = tuple(source.shape(name))  # type: ignore[attr-defined]
+        is_float = source.is_float(name)  # type: ignore[attr-defined]
+        dtype = source.dtype_name(name)  # type: ignore[attr-defined]
+        if should_quantize(name, shape, is_float, roles):
+            try:
+                used = resolve_group_size(shape, requested, policy)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from exc
+            plan.append(_Planned(name, role, shape, dtype, True, used, None))
+        else:
+            why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
+                   else "1-D" if len(shape) < 2 else "role not selected")
+            plan.append(_Planned(name, role, shape, dtype, False, None, why))
+    return plan
+
+
+def _layout_and_metadata(items: Sequence[_Planned | TensorResult], source: str,
+                         requested: GroupSize, bits: int, rounding: str, policy: str,
+                         reciprocal: bool = False
+                         ) -> tuple[list[tuple[str, np.dtype, tuple[int, ...]]], dict[str, str]]:
+    """The saved file's tensors (name, dtype, shape), in order, and its metadata."""
+    per_tensor = parse_group_size(requested) == "tensor"
+    layout: list[tuple[str, np.dtype, tuple[int, ...]]] = []
+    entries: dict[str, dict[str, object]] = {}
+    for r in items:
+        if r.quantized:
+            gs = int(r.group_size)  # type: ignore[arg-type]
+            scales = (1, 1) if per_tensor else (*r.shape[:-1], r.shape[-1] // gs)
+            layout += [(r.name + ".values", np.dtype(np.int8), r.shape),
+                       (r.name + ".scales", np.dtype(np.float32), scales)]
+            entries[r.name] = {"quantized": True, "group_size": gs, "shape": list(r.shape),
+                               "dtype": r.dtype, "role": r.role, "per_tensor": per_tensor}
+        else:
+            layout.append((r.name, np.dtype(r.dtype), r.shape))
+            entries[r.name] = {"quantized": False, "shape": list(r.shape), "dtype": r.dtype,
+                               "role": r.role, "kept_because": r.kept_because}
+    for name in entries:
+        for suffix in (".values", ".scales"):
+            if name + suffix in entries:
+                raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
+                                 "would collide")
+    metadata = {"format": FORMAT, "gqlearn_version": __version__, "bits": str(bits),
+                "rounding": rounding, "reciprocal": str(reciprocal).lower(),
+                "group_size": str(requested), "policy": policy, "source": source,
+                "tensors": json.dumps(entries)}
+    return layout, metadata
 
 
 def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
@@ -517,27 +604,6 @@ def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits:
 # Saving and loading quantized models
 
 
-def _atomic_write(path: Path, write: Callable[[str], None]) -> None:
-    """Write via ``write(tmp_path)`` to a temporary file beside ``path``, then rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; give it normal permissions
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     """Write a quantized model as safetensors, atomically.
 
@@ -547,9 +613,9 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     the back-off policy, the source, and per tensor its group size, shape, dtype and role.
 
     The file is written to a temporary file in the same directory and renamed into place, so
-    ``path`` is either the old file or the complete new one, never a partial write.  The
-    ``safetensors`` writer needs every tensor in memory at once: about one byte per weight
-    plus the kept tensors.
+    ``path`` is either the old file or the complete new one, never a partial write.  To
+    quantize a model larger than memory, use ``explore(model, save=path)`` instead, which
+    writes each tensor as soon as it is quantized.
 
     Parameters
     ----------
@@ -558,39 +624,22 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     path : path-like
         Output ``.safetensors`` file.
     """
-    from safetensors.numpy import save_file
-
-    path = Path(path)
-    if not report.quantized:
+    if not report.quantized and not report.kept:
         raise ValueError("the report holds no tensors; call explore(..., keep=True) or "
                          "explore(..., save=path)")
-    arrays: dict[str, np.ndarray] = {}
-    entries: dict[str, dict[str, object]] = {}
-    reciprocal = False
-    for r in report.results:
-        if r.quantized:
-            qt = report.quantized[r.name]
-            reciprocal = qt.reciprocal
-            arrays[r.name + ".values"] = np.ascontiguousarray(qt.values.reshape(r.shape))
-            arrays[r.name + ".scales"] = np.ascontiguousarray(qt.scales)
-            entries[r.name] = {"quantized": True, "group_size": qt.group_size,
-                               "shape": list(r.shape), "dtype": r.dtype, "role": r.role,
-                               "per_tensor": parse_group_size(report.group_size) == "tensor"}
-        else:
-            arrays[r.name] = np.ascontiguousarray(report.kept[r.name])
-            entries[r.name] = {"quantized": False, "shape": list(r.shape), "dtype": r.dtype,
-                               "role": r.role, "kept_because": r.kept_because}
-    for name in entries:
-        for suffix in (".values", ".scales"):
-            if name + suffix in entries:
-                raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
-                                 "would collide")
-    metadata = {"format": FORMAT, "gqlearn_version": __version__, "bits": str(report.bits),
-                "rounding": report.rounding, "reciprocal": str(reciprocal).lower(),
-                "group_size": str(report.group_size), "policy": report.policy,
-                "source": report.source, "tensors": json.dumps(entries)}
-    _atomic_write(path, lambda tmp: save_file(arrays, tmp, metadata=metadata))
-    return path
+    reciprocal = any(qt.reciprocal for qt in report.quantized.values())
+    layout, metadata = _layout_and_metadata(report.results, report.source, report.group_size,
+                                            report.bits, report.rounding, report.policy,
+                                            reciprocal)
+    with StreamingSafetensorsWriter(path, layout, metadata) as out:
+        for r in report.results:
+            if r.quantized:
+                qt = report.quantized[r.name]
+                out.write(r.name + ".values", qt.values.reshape(r.shape))
+                out.write(r.name + ".scales", qt.scales)
+            else:
+                out.write(r.name, report.kept[r.name])
+    return Path(path)
 
 
 @dataclass
