@@ -9,10 +9,11 @@
 * :mod:`~gqlearn.llm.evaluate` measures perplexity and next-token agreement under
   group-wise quantization of the weights.
 
->>> model, tokenizer = load_smollm2()  # doctest: +SKIP
->>> ids = tokenizer.encode("The capital of France is").ids  # doctest: +SKIP
->>> tokenizer.decode(model.generate(ids, 1))  # doctest: +SKIP
-' Paris'
+Example::
+
+    model, tokenizer = load_smollm2()
+    ids = tokenizer.encode("The capital of France is").ids
+    tokenizer.decode(model.generate(ids, 1))   # ' Paris'
 """
 
 from __future__ import annotations
@@ -36,13 +37,18 @@ __all__ = ["load_smollm2", "Llama", "LlamaConfig", "KVCache", "iter_gguf_tensors
            "perplexity", "next_token_agreement", "token_log_probs", "load_sample_text"]
 
 
-@functools.lru_cache(maxsize=1)
 def load_smollm2(*, quiet: bool = False) -> tuple[Llama, Any]:
     """SmolLM2-135M-Instruct with float32 weights, and its tokenizer; loaded once per process.
 
-    The first call fetches the GGUF file if needed (see :func:`smollm2_path`) and dequantizes
-    its weights (about 540 MB of float32); later calls return the same objects, so treat the
-    model's weights as read-only (quantized copies come from :meth:`Llama.with_weights`).
+    The first call fetches the GGUF file if needed (see :func:`smollm2_path`; ``quiet``
+    silences its one-line message) and dequantizes its weights (about 540 MB of float32);
+    later calls return the same objects, so treat the model's weights as read-only (quantized
+    copies come from :meth:`Llama.with_weights`).
     """
-    reader = open_gguf(smollm2_path(quiet=quiet))
+    return _load_cached(str(smollm2_path(quiet=quiet)))
+
+
+@functools.lru_cache(maxsize=1)
+def _load_cached(path: str) -> tuple[Llama, Any]:
+    reader = open_gguf(path)
     return load_llama(reader), tokenizer_from_gguf(reader)

@@ -14,6 +14,7 @@ lists dimensions the other way round, fastest first).
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,6 +32,7 @@ class GGUFError(ValueError):
     """A GGUF file is truncated, malformed, or not the kind of model asked for."""
 
 
+@functools.cache
 def _reader_class() -> type:
     import gguf
 
