@@ -4,9 +4,9 @@
     Download the course's default model, all-MiniLM-L6-v2, into the cache
     (``~/.cache/gqlearn``, or ``$GQLEARN_CACHE``) and print its directory.
 ``gqlearn explore [MODEL_PATH]``
-    Quantize every weight matrix of a safetensors model (default: all-MiniLM-L6-v2) and print a
-    per-tensor error and memory table, or JSON with ``--json``; ``--save OUT.safetensors``
-    writes the quantized model.
+    Quantize every weight matrix of a safetensors or GGUF model (default: all-MiniLM-L6-v2) and
+    print a per-tensor error and memory table, or JSON with ``--json``; ``--save
+    OUT.safetensors`` writes the quantized model, tensor by tensor as it goes.
 
 Examples::
 
@@ -45,13 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     fetch.add_argument("--quiet", action="store_true", help="print only the directory")
 
     ex = sub.add_parser("explore", help="quantize a model and report errors and memory",
-                        description="Quantize every weight matrix of a safetensors model "
+                        description="Quantize every weight matrix of a safetensors or GGUF model "
                         "group-wise and report, per tensor, the group size used, max and mean "
                         "absolute error, SQNR, zeroed fraction and bytes, with totals. Norms, "
                         "biases and integer buffers are kept as they are.")
     ex.add_argument("model", nargs="?", metavar="MODEL_PATH",
-                    help="a .safetensors file, a model.safetensors.index.json, or a directory "
-                         "(default: all-MiniLM-L6-v2, fetched on first use)")
+                    help="a .safetensors file, a model.safetensors.index.json, a directory, or "
+                         "a .gguf file (default: all-MiniLM-L6-v2, fetched on first use)")
     ex.add_argument("--group-size", "-g", default="128", metavar="N",
                     help="weights per scale: a positive integer, 'row' or 'tensor' "
                          "(default 128); backs off where it does not divide a tensor's rows")

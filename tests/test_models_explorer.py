@@ -296,3 +296,24 @@ def test_default_model_totals(minilm_dir):
 def test_explorer_module_all():
     for name in explorer_module.__all__:
         assert hasattr(explorer_module, name)
+
+
+@pytest.mark.parametrize("matrix_type, quantized_in_file", [("F32", False), ("Q8_0", True)])
+def test_explore_gguf(tmp_path, matrix_type, quantized_in_file):
+    from gqlearn.llm import Llama, LlamaConfig
+    from gqlearn.llm.gguf_io import save_llama_gguf
+
+    cfg = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
+                      ffn_size=96, rope_base=5000.0, rms_eps=1e-6, context_length=128)
+    path = save_llama_gguf(tmp_path / "tiny.gguf", cfg, Llama.random(cfg, seed=1).weights,
+                           matrix_type=matrix_type)
+    report = explore(path, 32)
+    assert report["blk.1.ffn_down.weight"].role == "mlp_down"
+    assert report["blk.0.attn_q.weight"].quantized
+    assert not report["blk.0.attn_norm.weight"].quantized
+    assert bool(report.notes) == quantized_in_file
+    if quantized_in_file:
+        assert "stored quantized" in report.table() and "Q8_0" in report.notes[0]
+        # int8 at group size 32 reproduces Q8_0 blocks exactly: no error at all
+        assert report["blk.0.attn_q.weight"].max_abs_error == 0
+    assert json.loads(report.to_json())["notes"] == report.notes

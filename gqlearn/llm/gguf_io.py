@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -283,6 +284,20 @@ def save_llama_gguf(path: str | os.PathLike[str], config: LlamaConfig,
 
     path = Path(path)
     qtype = gguf.GGMLQuantizationType[matrix_type]
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        _write_llama_gguf(gguf, quants, qtype, Path(tmp), config, weights, tokenizer)
+        os.replace(tmp, path)  # readers see the old file or the whole new one
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _write_llama_gguf(gguf: Any, quants: Any, qtype: Any, path: Path, config: LlamaConfig,
+                      weights: dict[str, np.ndarray],
+                      tokenizer: dict[str, list[Any]] | None) -> None:
     writer = gguf.GGUFWriter(path, "llama")
     writer.add_vocab_size(config.vocab_size)
     writer.add_context_length(config.context_length)
@@ -311,4 +326,3 @@ def save_llama_gguf(path: str | os.PathLike[str], config: LlamaConfig,
     writer.write_kv_data_to_file()
     writer.write_tensors_to_file()
     writer.close()
-    return path

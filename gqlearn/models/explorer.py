@@ -205,6 +205,9 @@ class ExploreReport:
         Filled only when :func:`explore` was asked to keep them (``keep=True`` or ``save=``).
     kept : dict of str to numpy.ndarray
         The tensors left unquantized, likewise only with ``keep=True``.
+    notes : list of str
+        What a reader of the numbers must know about the source (e.g. a GGUF file whose
+        "float" weights are themselves dequantized from a 4-bit format).
     """
 
     source: str
@@ -215,6 +218,7 @@ class ExploreReport:
     results: list[TensorResult]
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict, repr=False)
     kept: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def __getitem__(self, name: str) -> TensorResult:
         for r in self.results:
@@ -274,7 +278,7 @@ class ExploreReport:
         return {"source": self.source, "group_size": self.group_size, "bits": self.bits,
                 "rounding": self.rounding, "policy": self.policy, "gqlearn": __version__,
                 "tensors": [r.to_dict() for r in self.results], "by_role": self.by_role(),
-                "totals": self.totals}
+                "totals": self.totals, "notes": self.notes}
 
     def to_json(self, **kwargs: object) -> str:
         return json.dumps(self.to_dict(), **kwargs)  # type: ignore[arg-type]
@@ -314,6 +318,7 @@ class ExploreReport:
         if t["n_backed_off"]:
             lines.append(f"* group size {self.group_size} does not divide the last axis of "
                          f"{t['n_backed_off']} tensors; backed off ({self.policy} policy)")
+        lines += [f"note: {n}" for n in self.notes]
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -392,6 +397,55 @@ class _CheckpointSource:
         self.ckpt.close()
 
 
+class _GGUFSource:
+    """A GGUF file (llama.cpp): every tensor is read as float32, dequantized if stored
+    quantized.  What the explorer then measures is the error against those dequantized values,
+    which :attr:`note` says."""
+
+    FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
+
+    def __init__(self, path: Path):
+        from ..llm.gguf_io import open_gguf
+
+        self.path = path
+        self.reader = open_gguf(path)
+        self.tensors = {t.name: t for t in self.reader.tensors}
+
+    def keys(self) -> list[str]:
+        return list(self.tensors)
+
+    def get(self, name: str) -> np.ndarray:
+        from ..llm.gguf_io import _dequantize
+
+        return _dequantize(self.path, self.tensors[name])
+
+    def is_float(self, name: str) -> bool:
+        return True  # integer buffers do not occur in GGUF weights
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return tuple(int(d) for d in reversed(self.tensors[name].shape.tolist()))
+
+    def dtype_name(self, name: str) -> str:
+        return "float32"
+
+    def release(self) -> None:
+        pass
+
+    @property
+    def note(self) -> str | None:
+        stored: dict[str, int] = {}
+        for t in self.tensors.values():
+            if t.tensor_type.name not in self.FLOAT_TYPES:
+                stored[t.tensor_type.name] = stored.get(t.tensor_type.name, 0) + 1
+        if not stored:
+            return None
+        kinds = ", ".join(f"{n} {k}" for k, n in sorted(stored.items()))
+        return (f"{sum(stored.values())} of {len(self.tensors)} tensors are stored quantized in "
+                f"this GGUF file ({kinds}); the baseline they are compared with is their "
+                "dequantized values, not the original weights, and 'bytes' counts them as "
+                "float32")
+
+
 def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
     if model is None:
         from .fetch import MODEL_NAME, default_model_dir
@@ -401,6 +455,8 @@ def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
         return _CheckpointSource(model), str(model.path), lambda: None
     if isinstance(model, Mapping):
         return _ArraySource(model), "<arrays>", lambda: None
+    if Path(model).suffix.lower() == ".gguf":
+        return _GGUFSource(Path(model)), str(model), lambda: None
     ckpt = open_checkpoint(model)
     if ckpt.metadata.get("format") == FORMAT:
         ckpt.close()
@@ -430,8 +486,9 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     ----------
     model : path, Checkpoint, mapping of arrays, or None
         A safetensors file, sharded index or directory (see
-        :func:`gqlearn.models.open_checkpoint`), an open checkpoint, a dict of arrays, or
-        None for all-MiniLM-L6-v2 (fetched on first use).
+        :func:`gqlearn.models.open_checkpoint`), a ``.gguf`` file (tensors dequantized to
+        float32; the report's notes say when they were stored quantized), an open checkpoint,
+        a dict of arrays, or None for all-MiniLM-L6-v2 (fetched on first use).
     group_size : int, "row" or "tensor", default 128
         Requested group size; backs off per tensor when it does not divide the last axis.
     bits : int, default 8
@@ -513,7 +570,9 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         raise
     finally:
         close()
-    return ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept)
+    notes = [n for n in [getattr(source, "note", None)] if n]
+    return ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept,
+                         notes)
 
 
 @dataclass(frozen=True)

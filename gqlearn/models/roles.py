@@ -20,7 +20,8 @@ lm_head                                 ``lm_head``                  ``lm_head``
 =========  ===========================  ===========================  ============================
 
 Meta's original LLaMA names (``attention.wq`` ... ``feed_forward.w1/w2/w3``,
-``tok_embeddings``, ``output``) are recognised too.
+``tok_embeddings``, ``output``) are recognised too, and so are llama.cpp's GGUF names
+(``blk.N.attn_q`` ... ``attn_output``, ``ffn_gate/up/down``, ``token_embd``, ``output``).
 
 Biases of linear layers get the role ``bias``, a norm's weight and bias the role ``norm``;
 anything else (BERT's pooler, buffers such as ``position_ids``) is ``other``.  GPT-2's
@@ -49,22 +50,22 @@ ROLES = (*LINEAR_ROLES, "embedding", "lm_head", "norm", "bias", "other")
 _RAW_PATTERNS = [
     ("norm", r"(^|\.)([a-z_]*norm[a-z_0-9]*|ln_[a-z0-9]+|ln)"),
     ("embedding", r"(^|\.)(word_embeddings|position_embeddings|token_type_embeddings|"
-                  r"embed_tokens|embed_positions|wte|wpe|tok_embeddings|embeddings?)"),
+                  r"embed_tokens|embed_positions|wte|wpe|tok_embeddings|token_embd|embeddings?)"),
     ("lm_head", r"(^|\.)(lm_head|output|embed_out)"),
-    ("attn_q", r"(attention\.self\.query|\.q_proj|attention\.wq|\.query)"),
-    ("attn_k", r"(attention\.self\.key|\.k_proj|attention\.wk|\.key)"),
-    ("attn_v", r"(attention\.self\.value|\.v_proj|attention\.wv|\.value)"),
+    ("attn_q", r"(attention\.self\.query|\.q_proj|attention\.wq|\.query|\.attn_q)"),
+    ("attn_k", r"(attention\.self\.key|\.k_proj|attention\.wk|\.key|\.attn_k)"),
+    ("attn_v", r"(attention\.self\.value|\.v_proj|attention\.wv|\.value|\.attn_v)"),
     ("attn_qkv", r"(\.c_attn|\.qkv_proj|\.query_key_value|\.wqkv|\.qkv)"),
     ("attn_o", r"(attention\.output\.dense|\.o_proj|attn\.c_proj|attention\.wo|\.out_proj|"
-               r"attention\.dense)"),
-    ("mlp_gate", r"(\.gate_proj|feed_forward\.w1)"),
+               r"attention\.dense|\.attn_output)"),
+    ("mlp_gate", r"(\.gate_proj|feed_forward\.w1|\.ffn_gate)"),
     ("mlp_up", r"(intermediate\.dense|\.up_proj|mlp\.c_fc|feed_forward\.w3|\.fc1|"
-               r"dense_h_to_4h)"),
-    ("mlp_down", r"(^|\.)(output\.dense|down_proj|c_proj|w2|fc2|dense_4h_to_h)"),
+               r"dense_h_to_4h|\.ffn_up)"),
+    ("mlp_down", r"(^|\.)(output\.dense|down_proj|c_proj|w2|fc2|dense_4h_to_h|ffn_down)"),
 ]
 _PATTERNS = [(role, re.compile(p + r"$", re.IGNORECASE)) for role, p in _RAW_PATTERNS]
 
-_LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?)\.(\d+)\.")
+_LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?|blk)\.(\d+)\.")
 
 
 def _module_path(name: str) -> tuple[str, str]:
