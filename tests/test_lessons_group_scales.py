@@ -251,3 +251,16 @@ def test_check_lossless_group_size():
 def test_check_lossless_group_size_wrong_answers(answer, phrase):
     fb = gs.check_lossless_group_size(answer)
     assert not fb and phrase in fb.message
+
+
+def test_fused_kernel_source_is_the_prange_loop():
+    src = gs.fused_kernel_source()
+    assert src.startswith("@numba.njit(parallel=True")
+    assert "for g in prange(n_groups):" in src and '"""' not in src
+
+
+def test_time_quantizers_has_a_column_per_backend():
+    table = gs.time_quantizers(small_shape=(4, 64), big_shape=(8, 64), group_size=32)
+    text = str(table)
+    for backend in gqlearn.available_backends():
+        assert f"{backend} (s)" in text

@@ -374,10 +374,25 @@ def _best_time(fn: Callable[[], object], repeat: int) -> float:
     return best
 
 
+def fused_kernel_source() -> str:
+    """Source of gqlearn's fused numba kernel (``gqlearn._fused.quantize_groups``), docstring
+    removed: the seeds' parallel loop over groups, compiled.  Readable without numba installed."""
+    from pathlib import Path
+
+    path = Path(core.__file__).with_name("_fused.py")
+    src = path.read_text(encoding="utf-8")
+    start = src.index("@numba.njit(parallel=True, cache=True)\ndef quantize_groups")
+    body = src[start:src.index("\n\n\n", start)]
+    doc_start = body.index('"""')
+    doc_end = body.index('"""', doc_start + 3) + 3
+    return body[:doc_start].rstrip() + "\n" + body[doc_end:].lstrip("\n")
+
+
 def time_quantizers(small_shape: tuple[int, int] = (64, 256),
                     big_shape: tuple[int, int] = (4096, 4096), group_size: int = 256,
                     seed: int = 0) -> Table:
-    """Time :func:`seed_loop_quantize` and :func:`gqlearn.quantize` (best of a few runs).
+    """Time :func:`seed_loop_quantize` against :func:`gqlearn.quantize` with each backend
+    available (numpy, and the fused numba kernel when numba is installed), best of a few runs.
 
     The loop runs only on the small tensor; its time on the big one is extrapolated linearly
     (it does the same work per weight).
@@ -385,22 +400,29 @@ def time_quantizers(small_shape: tuple[int, int] = (64, 256),
     Returns
     -------
     Table
-        Columns ``tensor``, ``weights``, ``Python loop (s)``, ``gqlearn (s)``, ``speed-up``.
+        Columns ``tensor``, ``weights``, ``Python loop (s)``, one column per backend, and the
+        speed-up of the fastest backend over the loop.
     """
     rng = np.random.default_rng(seed)
     small = rng.standard_normal(small_shape, dtype=np.float32)
     big = rng.standard_normal(big_shape, dtype=np.float32)
+    backends = core.available_backends()
+    for b in backends:  # first call: imports and JIT compilation, not measured
+        core.quantize(small, group_size, backend=b)
     t_loop = _best_time(lambda: seed_loop_quantize(small, group_size), repeat=1)
-    t_small = _best_time(lambda: core.quantize(small, group_size), repeat=20)
-    t_big = _best_time(lambda: core.quantize(big, group_size), repeat=5)
     t_loop_big = t_loop * big.size / small.size
-    rows = ((f"{small_shape[0]}x{small_shape[1]}", small.size, f"{t_loop:.3g}",
-             f"{t_small:.3g}", f"{t_loop / t_small:,.0f}x"),
-            (f"{big_shape[0]}x{big_shape[1]}", big.size, f"{t_loop_big:.3g} (estimated)",
-             f"{t_big:.3g}", f"{t_loop_big / t_big:,.0f}x"))
-    return Table(("tensor", "weights", "Python loop (s)", "gqlearn (s)", "speed-up"), rows,
-                 (f"group size {group_size}; gqlearn.quantize with {default_threads()} "
-                  "threads",))
+    rows = []
+    for label, w, loop, loop_text, repeat in (
+            (f"{small_shape[0]}x{small_shape[1]}", small, t_loop, f"{t_loop:.3g}", 20),
+            (f"{big_shape[0]}x{big_shape[1]}", big, t_loop_big, f"{t_loop_big:.3g} (estimated)",
+             5)):
+        times = [_best_time(lambda: core.quantize(w, group_size, backend=b), repeat=repeat)
+                 for b in backends]
+        rows.append((label, w.size, loop_text, *(f"{t:.3g}" for t in times),
+                     f"{loop / min(times):,.0f}x"))
+    return Table(("tensor", "weights", "Python loop (s)", *(f"{b} (s)" for b in backends),
+                  "speed-up"), tuple(rows),
+                 (f"group size {group_size}; gqlearn.quantize with {default_threads()} threads",))
 
 
 # --------------------------------------------------------------------------------------------
