@@ -16,45 +16,54 @@ _TINY = np.float32(np.finfo(np.float32).tiny)
 
 
 @numba.njit(parallel=True, cache=True)
-def quantize_groups(groups, qmax, half_even, reciprocal, values, scales):  # pragma: no cover
+def quantize_groups(groups, groups_bits, qmax, half_even, reciprocal, values, scales,
+                    scales_bits):  # pragma: no cover
     """Quantize float32 ``groups`` (n_groups, group_size) into ``values`` and ``scales``.
 
-    A group holding NaN or Inf gets scale NaN, for the caller to report.
+    ``groups_bits`` and ``scales_bits`` are uint32 views of the same memory: the max of
+    ``|w|`` is taken on the bit patterns with the sign cleared, an integer max that is exact,
+    vectorizes (a float max with NaN semantics does not), and flags NaN and Inf at once (their
+    patterns are the largest).  A group holding NaN or Inf gets scale NaN, for the caller.
     """
     n_groups, size = groups.shape
     q_max = np.float32(qmax)
     for g in prange(n_groups):
         row = groups[g]
-        amax = np.float32(0)
-        finite = True
+        row_bits = groups_bits[g]
+        amax_bits = np.uint32(0)
         for i in range(size):
-            a = abs(row[i])
-            if not a <= np.float32(3.4028235e38):  # NaN or Inf
-                finite = False
-            if a > amax:
-                amax = a
-        if not finite:
+            amax_bits = max(amax_bits, row_bits[i] & np.uint32(0x7FFFFFFF))
+        if amax_bits >= np.uint32(0x7F800000):  # Inf or NaN
             scales[g] = np.nan
             continue
-        scale = amax / q_max
+        scales_bits[g] = amax_bits  # read back as the float32 max |w|
+        scale = scales[g] / q_max
         if scale == 0:
             scale = np.float32(1)
         scales[g] = scale
         clip = scale < _TINY  # subnormal scale: the quotient can overshoot qmax
         multiply = reciprocal and not clip  # 1/scale would overflow for a subnormal scale
-        inv = np.float32(1) / scale if multiply else np.float32(1)
         out = values[g]
-        for i in range(size):
-            y = row[i] * inv if multiply else row[i] / scale
-            if half_even:
-                y = np.rint(y)
-            else:
-                t = np.trunc(y)
-                d = y - t
-                y = t + np.trunc(d + d)
-            if clip:
-                y = min(max(y, -q_max), q_max)
-            out[i] = np.int8(y)
+        if multiply:
+            inv = np.float32(1) / scale
+            for i in range(size):
+                out[i] = np.int8(_round(row[i] * inv, half_even, clip, q_max))
+        else:
+            for i in range(size):
+                out[i] = np.int8(_round(row[i] / scale, half_even, clip, q_max))
+
+
+@numba.njit(inline="always")
+def _round(y, half_even, clip, q_max):  # pragma: no cover
+    if half_even:
+        y = np.rint(y)
+    else:  # half away from zero, exact for every float32
+        t = np.trunc(y)
+        d = y - t
+        y = t + np.trunc(d + d)
+    if clip:
+        y = min(max(y, -q_max), q_max)
+    return y
 
 
 @numba.njit(parallel=True, cache=True)

@@ -409,15 +409,18 @@ def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, 
     kernel = _fused().quantize_groups  # type: ignore[union-attr]
     half_even = rounding == "half_even"
     with _numba_threads(threads):
+        bits = scales.view(np.uint32)
         if groups.dtype == np.float32:
-            kernel(groups, qmax, half_even, reciprocal, values, scales)
+            kernel(groups, groups.view(np.uint32), qmax, half_even, reciprocal, values, scales,
+                   bits)
             return
         # Other dtypes are widened to float32 a block at a time, to keep memory bounded.
         per_block = max(1, chunk // groups.shape[1])
         for g0 in range(0, groups.shape[0], per_block):
             g1 = g0 + per_block
             block = groups[g0:g1].astype(np.float32)
-            kernel(block, qmax, half_even, reciprocal, values[g0:g1], scales[g0:g1])
+            kernel(block, block.view(np.uint32), qmax, half_even, reciprocal, values[g0:g1],
+                   scales[g0:g1], bits[g0:g1])
 
 
 def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
