@@ -1,7 +1,12 @@
 """The project's own files agree with each other."""
 
 import re
-import tomllib
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    import tomli as tomllib
 from pathlib import Path
 
 import yaml
@@ -10,7 +15,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _name(requirement: str) -> str:
-    return re.split(r"[<>=!~\[ ]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
+    return re.split(r"[<>=!~\[ ;]", requirement.strip(), maxsplit=1)[0].lower().replace("_", "-")
 
 
 def _bound(requirement: str) -> str:
