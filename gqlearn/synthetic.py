@@ -23,11 +23,22 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["DEFAULT_STD", "DISTRIBUTIONS", "OutlierMatrix", "gaussian", "laplace", "student_t",
-           "outlier_columns", "make_weights"]
+__all__ = ["DEFAULT_STD", "DEFAULT_DF", "DEFAULT_N_COLUMNS", "DEFAULT_STRENGTH", "DISTRIBUTIONS",
+           "OutlierMatrix", "gaussian", "laplace", "student_t", "outlier_columns", "make_weights"]
 
-# A typical weight standard deviation of a 4096-wide LLaMA projection (about 1/sqrt(2 * 4096)).
 DEFAULT_STD = 0.02
+"""Weight standard deviation: LLaMA's ``initializer_range`` (its ``config.json``), and the order of
+magnitude of trained projection weights (a few hundredths)."""
+
+DEFAULT_DF = 4.0
+"""Degrees of freedom of :func:`student_t`: the variance is finite, the fourth moment (kurtosis)
+is not, so the tails are heavy."""
+
+DEFAULT_N_COLUMNS = 4
+"""Outlier columns in :func:`outlier_columns`: a handful, as LLM.int8() observed."""
+
+DEFAULT_STRENGTH = 20.0
+"""Ratio of an outlier column's standard deviation to the others' in :func:`outlier_columns`."""
 
 DISTRIBUTIONS = ("gaussian", "laplace", "student_t", "outliers")
 
@@ -108,7 +119,7 @@ def laplace(shape: int | tuple[int, ...], std: float = DEFAULT_STD,
     return rng.laplace(0.0, _std(std) / np.sqrt(2.0), _shape(shape)).astype(np.float32)
 
 
-def student_t(shape: int | tuple[int, ...], df: float = 4.0, std: float = DEFAULT_STD,
+def student_t(shape: int | tuple[int, ...], df: float = DEFAULT_DF, std: float = DEFAULT_STD,
               seed: int = 0) -> np.ndarray:
     """Student-t weights with ``df`` degrees of freedom scaled to standard deviation ``std``.
 
@@ -128,7 +139,8 @@ def student_t(shape: int | tuple[int, ...], df: float = 4.0, std: float = DEFAUL
     return (t * (_std(std) / np.sqrt(df / (df - 2.0)))).astype(np.float32)
 
 
-def outlier_columns(shape: tuple[int, int], n_columns: int = 4, strength: float = 20.0,
+def outlier_columns(shape: tuple[int, int], n_columns: int = DEFAULT_N_COLUMNS,
+                    strength: float = DEFAULT_STRENGTH,
                     std: float = DEFAULT_STD, seed: int = 0) -> OutlierMatrix:
     """A Gaussian matrix in which ``n_columns`` input channels are ``strength`` times larger.
 
@@ -180,8 +192,9 @@ def outlier_columns(shape: tuple[int, int], n_columns: int = 4, strength: float 
 
 
 def make_weights(kind: str, shape: tuple[int, int] = (512, 4096), *, seed: int = 0,
-                 std: float = DEFAULT_STD, df: float = 4.0, n_columns: int = 4,
-                 strength: float = 20.0) -> np.ndarray:
+                 std: float = DEFAULT_STD, df: float = DEFAULT_DF,
+                 n_columns: int = DEFAULT_N_COLUMNS,
+                 strength: float = DEFAULT_STRENGTH) -> np.ndarray:
     """A synthetic matrix by name: one of :data:`DISTRIBUTIONS`.
 
     ``"outliers"`` returns only the weights of :func:`outlier_columns`; call that function

@@ -28,6 +28,15 @@ def test_sweep_rows(small_rows):
     assert r["bits_per_weight"] == 8.5
     t = next(r for r in small_rows if r["group"] == "tensor" and r["bits"] == 4)
     assert t["group_size"] == SMALL[0] * SMALL[1]
+    assert t["group_label"] == "per-tensor" and r["group_label"] == "64"
+    row = next(r for r in small_rows if r["group"] == SMALL[1])
+    assert row["group_label"] == f"{SMALL[1]} (per-row)"
+
+
+def test_group_label():
+    assert el.group_label(32, 4096) == "32"
+    assert el.group_label(4096, 4096) == "4096 (per-row)"
+    assert el.group_label("tensor", 4096) == "per-tensor"
 
 
 def test_smaller_groups_have_less_error(small_rows):
@@ -96,6 +105,9 @@ def test_single_outlier_cost_grows_with_group_size():
     assert ratios == sorted(ratios) and ratios[0] < 1.5 and ratios[-1] > 10
     assert all(r["scale_ratio"] > 4 for r in rows)
     assert rows[-1]["share"] == 1.0
+    # the scale**2 / 12 law: the group MSE grows by the ratio of squared scales
+    for r in rows:
+        assert r["group_mse_ratio"] == pytest.approx(r["scale_sq_ratio"], rel=0.1)
 
 
 def test_outlier_cost():
@@ -130,7 +142,7 @@ def test_format_table_and_pivot(small_rows):
     assert lines[0].split() == ["group", "bits/weight", "gaussian", "laplace", "student_t",
                                 "outliers"]
     assert len(lines) == 2 + 6
-    assert t.column("group") == ["4", "16", "64", "256", "1024", "tensor"]
+    assert t.column("group") == ["4", "16", "64", "256", "1024 (per-row)", "per-tensor"]
     assert "<table>" in t._repr_html_()
     assert repr(el.table([{"a": float("inf")}], [("a", "A", ".2f")])).splitlines()[2].strip() \
         == "inf"
@@ -142,7 +154,10 @@ def test_timing():
     assert [r["pow2"] for r in rows] == [True, False, True, False, True]
     assert all(r["quantize_ns"] > 0 and r["dequantize_ns"] > 0 for r in rows)
     text = el.timing_verdict(rows)
-    assert text.startswith("quantize: the 2 other sizes") and "dequantize" in text
+    assert text.splitlines()[0] == "compared: 48, 96 (>= 32, a power of two on each side)"
+    assert text.splitlines()[1].startswith("quantize: they take")
+    assert text.splitlines()[2].startswith("dequantize: they take")
+    assert "compared: 96 (>= 64" in el.timing_verdict(rows, min_group=64)
     with pytest.raises(ValueError):
         el.timing_verdict([r for r in rows if r["pow2"]])
     with pytest.raises(ValueError):
@@ -232,14 +247,32 @@ def test_check_predicted_mse_wrong(transform, hint):
     assert not fb and hint in fb.message
 
 
+def test_claim_280_to_70():
+    nominal, every, linear = el.claim_280_to_70()
+    assert nominal["baseline_gb"] == pytest.approx(280.0)
+    assert nominal["quantized_gb"] == pytest.approx(70 + 70 / 256 * 4)  # 8 + 32/256 bits
+    m = LLAMA2_CONFIGS["LLaMA-2 70B"]
+    assert every["parameters"] == linear["parameters"] == f"{m.n_params:,}"
+    assert every["baseline_gb"] == pytest.approx(m.n_params * 4 / GB)
+    assert linear["baseline_gb"] == pytest.approx(m.n_params * 2 / GB)
+    assert linear["scale_gb"] == pytest.approx(m.n_linear_params / 256 * 4 / GB)
+    assert every["scale_gb"] > linear["scale_gb"]
+    assert 3.8 < every["ratio"] < 4 and 1.9 < linear["ratio"] < 2
+    assert "nominal" in repr(el.table([nominal], el.COLUMNS["claim"]))
+
+
 def test_check_scale_overhead():
     n = LLAMA2_CONFIGS["LLaMA-2 70B"].n_linear_params
-    assert el.check_scale_overhead(n / 128 * 4 / 1e9)
-    assert el.check_scale_overhead(round(n / 128 * 4 / 1e9, 3))
-    for value, hint in [(n / 128 * 2 / GB, "float16"), (n / 128 * 4 / 2**30, "GiB"),
-                        (LLAMA2_CONFIGS["LLaMA-2 70B"].n_params / 128 * 4 / GB, "linear"),
-                        (n / 128 * 32 / GB, "gigabits"), (n / 128 / GB, "4 bytes"),
-                        (70e9 / 128 * 4 / GB, "nominal"), (3.0, "Scales ="),
+    g = el.EXERCISE_SCALE_GROUP
+    assert g == 512 and all(i % g == 0 for _, (_, i), _ in
+                            LLAMA2_CONFIGS["LLaMA-2 70B"].linear_shapes())
+    assert el.check_scale_overhead(n / g * 4 / 1e9)
+    assert el.check_scale_overhead(round(n / g * 4 / 1e9, 4))
+    for value, hint in [(n / g * 2 / GB, "float16"), (n / g * 4 / 2**30, "GiB"),
+                        (LLAMA2_CONFIGS["LLaMA-2 70B"].n_params / g * 4 / GB, "linear"),
+                        (n / g * 32 / GB, "gigabits"), (n / g / GB, "4 bytes"),
+                        (70e9 / g * 4 / GB, "nominal"), (n / 128 * 4 / GB, "group size 128"),
+                        (n / 256 * 4 / GB, "group size 256"), (3.0, "Scales ="),
                         (None, "Expected a number")]:
         fb = el.check_scale_overhead(value)
         assert not fb and hint in fb.message, (value, fb)

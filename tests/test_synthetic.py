@@ -86,3 +86,16 @@ def test_make_weights(kind):
 def test_errors(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_defaults_are_the_named_constants():
+    shape = (64, 256)
+    np.testing.assert_array_equal(
+        synthetic.student_t(shape), synthetic.student_t(shape, df=synthetic.DEFAULT_DF))
+    a = synthetic.outlier_columns(shape)
+    b = synthetic.outlier_columns(shape, n_columns=synthetic.DEFAULT_N_COLUMNS,
+                                  strength=synthetic.DEFAULT_STRENGTH, std=synthetic.DEFAULT_STD)
+    np.testing.assert_array_equal(a.weights, b.weights)
+    assert a.columns.size == synthetic.DEFAULT_N_COLUMNS
+    ratio = a.weights[:, a.columns].std() / a.base.std()
+    assert abs(ratio / synthetic.DEFAULT_STRENGTH - 1) < 0.1

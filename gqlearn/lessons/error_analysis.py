@@ -10,6 +10,7 @@ Everything the notebook computes more than once, or that is worth a test, lives 
   columns, cost at each group size;
 * :func:`group_size_table` - the seeds' halving back-off against ``gqlearn.choose_group_size``;
 * :func:`time_group_sizes` and :func:`timing_verdict` - quantize/dequantize time per group size;
+* :func:`claim_280_to_70` - the seeds' "70B: 280 GB -> 70 GB", counted three ways;
 * plots, the :func:`explore` widget and its static fallback :func:`explore_static`;
 * the exercise checkers ``check_*``.
 
@@ -36,14 +37,15 @@ from .. import synthetic
 from ..core import quantize
 from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
-from ..memory import GB, LLAMA2_CONFIGS
+from ..memory import GB, LLAMA2_CONFIGS, ModelShape, memory_table
 from ..metrics import error_report
 from .single_scale import Table
 
 __all__ = ["SHAPE", "GROUP_SIZES", "DB_PER_BIT", "MODEL_WIDTHS", "REQUESTS", "make_matrices",
-           "COLUMNS", "sweep", "pivot", "table", "rate_table", "theory_across", "marginal_rates", "knee", "knees",
-           "theory_vs_measurement", "group_theory", "single_outlier", "outlier_cost",
-           "group_size_table", "format_group_size_table", "time_group_sizes", "timing_verdict", "low_bit_summary",
+           "COLUMNS", "group_label", "sweep", "pivot", "table", "rate_table", "theory_across",
+           "marginal_rates", "knee", "knees", "theory_vs_measurement", "group_theory",
+           "single_outlier", "outlier_cost", "group_size_table", "format_group_size_table",
+           "time_group_sizes", "timing_verdict", "low_bit_summary", "claim_280_to_70",
            "plot_distributions", "plot_tradeoff", "plot_theory", "plot_outliers",
            "plot_low_bits", "plot_timing", "explore", "explore_static",
            "exercise_matrix", "check_predicted_mse", "check_scale_overhead",
@@ -63,7 +65,8 @@ MODEL_WIDTHS = (288, 384, 576, 768, 896, 2048, 4096, 4864, 5120, 11008, 13824, 1
 
 REQUESTS = (32, 64, 128, 256, 300)
 
-LABELS = {"gaussian": "Gaussian", "laplace": "Laplace", "student_t": "Student-t (df=4)",
+LABELS = {"gaussian": "Gaussian", "laplace": "Laplace",
+          "student_t": f"Student-t (df={synthetic.DEFAULT_DF:g})",
           "outliers": "Gaussian + outlier columns"}
 
 
@@ -86,6 +89,20 @@ def make_matrices(shape: tuple[int, int] = SHAPE, seed: int = 0,
     return {k: synthetic.make_weights(k, shape, seed=seed, strength=strength,
                                       n_columns=n_columns)
             for k in synthetic.DISTRIBUTIONS}
+
+
+def group_label(group: int | str, width: int) -> str:
+    """How tables name a group setting: ``"128"``, ``"4096 (per-row)"`` when one group spans
+    the whole row of ``width`` weights, ``"per-tensor"`` for one scale overall.
+
+    Examples
+    --------
+    >>> group_label(128, 4096), group_label(4096, 4096), group_label("tensor", 4096)
+    ('128', '4096 (per-row)', 'per-tensor')
+    """
+    if group == "tensor":
+        return "per-tensor"
+    return f"{group} (per-row)" if group == width else str(group)
 
 
 def _quantize_at(w: np.ndarray, g: int | str, bits: int):
@@ -113,15 +130,15 @@ def sweep(matrices: Mapping[str, np.ndarray], group_sizes: Iterable[int] = GROUP
     -------
     list of dict
         Keys ``distribution``, ``bits``, ``group`` (the group size, or ``"tensor"``),
-        ``group_size`` (weights per scale), ``bits_per_weight`` (``bits + 32 / group_size``),
+        ``group_label`` (see :func:`group_label`), ``group_size`` (weights per scale), ``bits_per_weight`` (``bits + 32 / group_size``),
         ``max_abs_error``, ``mse``, ``sqnr_db``, ``relative_error`` (Frobenius) and
         ``zeroed_fraction``.
 
     Examples
     --------
     >>> rows = sweep({"g": synthetic.gaussian((8, 64))}, [4, 64], bits=8)
-    >>> [(r["group"], r["bits_per_weight"]) for r in rows]
-    [(4, 16.0), (64, 8.5), ('tensor', 8.0625)]
+    >>> [(r["group_label"], r["bits_per_weight"]) for r in rows]
+    [('4', 16.0), ('64 (per-row)', 8.5), ('per-tensor', 8.0625)]
     """
     bit_list = [bits] if isinstance(bits, (int, np.integer)) else list(bits)
     sizes: list[int | str] = list(group_sizes) + (["tensor"] if per_tensor else [])
@@ -132,6 +149,7 @@ def sweep(matrices: Mapping[str, np.ndarray], group_sizes: Iterable[int] = GROUP
                 wg, qt = _quantize_at(w, g, int(b))
                 r = error_report(wg, qt)
                 rows.append({"distribution": name, "bits": int(b), "group": g,
+                             "group_label": group_label(g, w.shape[-1]),
                              "group_size": qt.group_size, "bits_per_weight": qt.bits_per_weight,
                              "max_abs_error": r.max_abs_error, "mse": r.mse,
                              "sqnr_db": r.sqnr_db, "relative_error": r.relative_frobenius_error,
@@ -164,16 +182,17 @@ def pivot(rows: Sequence[Mapping], value: str, fmt: str = ".2f", *,
     --------
     >>> rows = sweep({"a": synthetic.gaussian((8, 64))}, [64], per_tensor=False)
     >>> pivot(rows, "bits_per_weight", ".3f")
-    group  bits/weight      a
-    -----  -----------  -----
-       64        8.500  8.500
+           group  bits/weight      a
+    ------------  -----------  -----
+    64 (per-row)        8.500  8.500
     """
     rows = [r for r in rows if bits is None or r["bits"] == bits]
     dists = list(dict.fromkeys(r["distribution"] for r in rows))
     groups = list(dict.fromkeys(r["group"] for r in rows))
+    labels = {r["group"]: r.get("group_label", str(r["group"])) for r in rows}
     lines = []
     for g in groups:
-        line: dict[str, object] = {"group": str(g)}
+        line: dict[str, object] = {"group": labels[g]}
         for r in rows:
             if r["group"] == g:
                 line["bpw"] = r["bits_per_weight"]
@@ -185,7 +204,7 @@ def pivot(rows: Sequence[Mapping], value: str, fmt: str = ".2f", *,
 
 
 COLUMNS: dict[str, list[tuple[str, str, str]]] = {
-    "sweep": [("group", "group", "s"), ("bits_per_weight", "bits/weight", ".3f"),
+    "sweep": [("group_label", "group", "s"), ("bits_per_weight", "bits/weight", ".3f"),
               ("max_abs_error", "max |err|", ".3e"), ("mse", "MSE", ".3e"),
               ("sqnr_db", "SQNR dB", ".2f"), ("relative_error", "rel. error", ".4f"),
               ("zeroed_fraction", "zeroed", ".4f")],
@@ -194,9 +213,10 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
                ("ratio_naive", "measured/naive", ".4f"),
                ("ratio_corrected", "measured/corrected", ".4f")],
     "single_outlier": [("group_size", "group", "d"), ("scale_ratio", "scale ×", ".2f"),
+                       ("scale_sq_ratio", "scale² ×", ".1f"),
                        ("group_mse_ratio", "group MSE ×", ".1f"),
                        ("share", "share of error", ".3f"), ("row_mse_ratio", "row MSE ×", ".2f"),
-                       ("zeroed_in_group", "zeroed in group", ".1f")],
+                       ("zeroed_in_group", "mean # zeroed in group", ".1f")],
     "outlier_cost": [("group_size", "group", "d"), ("groups_hit", "groups hit", ".4f"),
                      ("mse_clean", "MSE without", ".3e"), ("mse_with", "MSE with", ".3e"),
                      ("cost", "cost ×", ".2f"), ("sqnr_clean_db", "SQNR without", ".2f"),
@@ -210,11 +230,16 @@ COLUMNS: dict[str, list[tuple[str, str, str]]] = {
     "memory": [("model", "model", "s"), ("group_size", "group", "d"),
                ("bits_per_weight", "bits/weight", ".4g"), ("scale_gb", "scales GB", ".3f"),
                ("quantized_gb", "total GB", ".2f"), ("baseline_gb", "bf16 GB", ".2f"),
-               ("ratio", "ratio", ".3f"), ("overhead_fraction", "scales / total", ".4f")],
+               ("ratio", "ratio", ".3f"), ("overhead_fraction", "scales / model", ".4f")],
+    "claim": [("count", "parameter count", "s"), ("parameters", "parameters", "s"),
+              ("quantized", "quantized", "s"), ("baseline", "baseline", "s"),
+              ("baseline_gb", "baseline GB", ".1f"), ("scale_gb", "scales GB", ".3f"),
+              ("quantized_gb", "quantized GB", ".2f"), ("ratio", "ratio", ".2f")],
     "low_bits": [("distribution", "distribution", "s"), ("bits", "bits", "d"),
-                 ("rel_small", "rel. error g=32", ".4f"), ("rel_large", "rel. error row", ".4f"),
+                 ("rel_small", "rel. error g=32", ".4f"),
+                 ("rel_large", "rel. error per-row", ".4f"),
                  ("gap_points", "gap (points)", ".2f"), ("sqnr_gap_db", "SQNR gap dB", ".2f"),
-                 ("zeroed_small", "zeroed g=32", ".4f"), ("zeroed_large", "zeroed row", ".4f")],
+                 ("zeroed_small", "zeroed g=32", ".4f"), ("zeroed_large", "zeroed per-row", ".4f")],
 }
 """Column specs for :func:`table`, one per kind of row this module makes."""
 
@@ -392,7 +417,9 @@ def single_outlier(group_sizes: Iterable[int] = GROUP_SIZES, magnitude: float = 
     -------
     list of dict
         Keys ``group_size``; ``scale_ratio`` (mean over rows of the outlier group's scale over
-        the same group's scale without the outlier); ``group_mse_ratio`` (the outlier groups'
+        the same group's scale without the outlier); ``scale_sq_ratio`` (the outlier groups'
+        summed squared scales over the same without the outlier: what the ``scale**2 / 12``
+        law predicts for the next ratio); ``group_mse_ratio`` (the outlier groups'
         MSE over the same groups' MSE without it); ``share`` (fraction of the squared error
         that comes from the outlier's groups); ``row_mse_ratio`` (MSE with the outlier over
         without it); ``zeroed_in_group`` (mean number of the other weights of the outlier's
@@ -416,6 +443,9 @@ def single_outlier(group_sizes: Iterable[int] = GROUP_SIZES, magnitude: float = 
         in_group = others[(others // g) == k]
         rows.append({"group_size": g,
                      "scale_ratio": float(np.mean(qw.scales[:, k] / qc.scales[:, k])),
+                     "scale_sq_ratio": float(np.sum(np.square(qw.scales[:, k], dtype=np.float64))
+                                             / np.sum(np.square(qc.scales[:, k],
+                                                                dtype=np.float64))),
                      "group_mse_ratio": float(rw.group_mse[:, k].sum() / rc.group_mse[:, k].sum()),
                      "share": float(rw.group_mse[:, k].sum() / rw.group_mse.sum()),
                      "row_mse_ratio": rw.mse / rc.mse,
@@ -539,9 +569,11 @@ def timing_verdict(rows: Sequence[Mapping], min_group: int = 32) -> str:
     """Are powers of two faster than the other group sizes (at least ``min_group``) in timing rows?
 
     Time per weight trends with the group size, so each other size is compared with its
-    neighbours: the powers of two just below and above it, interpolated in ``log g``.  The
-    verdict gives the mean excess of the other sizes over that interpolation, for quantize and
-    dequantize, beside the median repeat-to-repeat spread, and whether the excess exceeds it.
+    neighbours: the powers of two just below and above it, interpolated in ``log g``.  Sizes
+    below ``min_group``, and sizes without a power of two on each side in ``rows``, are left
+    out; the verdict names the sizes compared.  It gives the mean excess of those sizes over
+    the interpolation, for quantize and dequantize, beside the median repeat-to-repeat spread,
+    and whether the excess exceeds it.
 
     Raises
     ------
@@ -560,7 +592,8 @@ def timing_verdict(rows: Sequence[Mapping], min_group: int = 32) -> str:
             pairs.append((r, lo[-1], hi[0]))
     if not pairs:
         raise ValueError("need other group sizes with powers of two on both sides")
-    lines = []
+    names = ", ".join(str(r["group_size"]) for r, _, _ in pairs)
+    lines = [f"compared: {names} (>= {min_group}, a power of two on each side)"]
     for op in ("quantize", "dequantize"):
         key = f"{op}_ns"
         excess = []
@@ -572,9 +605,8 @@ def timing_verdict(rows: Sequence[Mapping], min_group: int = 32) -> str:
         noise = float(np.median([r[f"{op}_spread"] for r in sel]))
         judged = ("within the noise: no measurable advantage" if abs(diff) <= noise else
                   "powers of two faster" if diff > 0 else "powers of two slower")
-        lines.append(f"{op}: the {len(pairs)} other sizes take {100 * diff:+.1f}% against their "
-                     f"power-of-two neighbours; median spread between repeats "
-                     f"{100 * noise:.1f}%: {judged}")
+        lines.append(f"{op}: they take {100 * diff:+.1f}% against their power-of-two "
+                     f"neighbours; median spread between repeats {100 * noise:.1f}%: {judged}")
     return "\n".join(lines)
 
 
@@ -600,6 +632,51 @@ def low_bit_summary(rows: Sequence[Mapping], distribution: str, small: int = 32,
 
 
 # --------------------------------------------------------------------------------------------
+# The seeds' "70B: 280 GB -> 70 GB"
+# --------------------------------------------------------------------------------------------
+
+def claim_280_to_70(model: ModelShape = LLAMA2_CONFIGS["LLaMA-2 70B"], group_size: int = 256,
+                    nominal: float = 70e9, bits: int = 8) -> list[dict]:
+    """The seeds' closing claim, "70B: 280 GB -> 70 GB", counted three ways.
+
+    1. ``nominal`` parameters, every one quantized, against float32 (what the claim, and
+       notebook 02, assume);
+    2. the published shapes of ``model``, every parameter quantized, against float32;
+    3. the published shapes, only the linear layers quantized and the rest kept in bfloat16,
+       against the bfloat16 checkpoint people download (:func:`gqlearn.memory.memory_table`'s
+       default).
+
+    Returns
+    -------
+    list of dict
+        Keys ``count`` ("nominal" or "published"), ``parameters`` (formatted with thousands
+        separators), ``quantized`` (what is quantized), ``baseline`` (dtype), ``baseline_gb``,
+        ``scale_gb``, ``quantized_gb`` and ``ratio`` (baseline / quantized).  GB = 1e9 bytes,
+        float32 scales.
+
+    Examples
+    --------
+    >>> [round(r["quantized_gb"], 2) for r in claim_280_to_70()]
+    [71.09, 70.06, 70.57]
+    """
+    n = int(nominal)
+    scale_gb = n // group_size * 4 / GB
+    values_gb = n * bits / 8 / GB
+    rows = [{"count": "nominal", "parameters": f"{n:,}", "quantized": "every parameter",
+             "baseline": "float32", "baseline_gb": n * 4 / GB, "scale_gb": scale_gb,
+             "quantized_gb": values_gb + scale_gb,
+             "ratio": n * 4 / GB / (values_gb + scale_gb)}]
+    for baseline, every, what in (("float32", True, "every parameter"),
+                                  ("bfloat16", False, "linear layers, rest bfloat16")):
+        m = memory_table(model, [group_size], bits, baseline, quantize_embeddings=every)[0]
+        rows.append({"count": "published", "parameters": f"{model.n_params:,}",
+                     "quantized": what, "baseline": baseline, "baseline_gb": m["baseline_gb"],
+                     "scale_gb": m["scale_gb"], "quantized_gb": m["quantized_gb"],
+                     "ratio": m["ratio"]})
+    return rows
+
+
+# --------------------------------------------------------------------------------------------
 # Plots
 # --------------------------------------------------------------------------------------------
 
@@ -609,15 +686,17 @@ def _plt():
 
 
 def plot_distributions(matrices: Mapping[str, np.ndarray], bins: int = 200):
-    """Histograms (log counts) of each matrix, in units of its standard deviation 0.02."""
+    """Histograms (log counts) of each matrix, in units of
+    :data:`gqlearn.synthetic.DEFAULT_STD`."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(8, 3.5))
     for name, w in matrices.items():
         x = w.ravel() / synthetic.DEFAULT_STD
         ax.hist(x, bins=bins, range=(-25, 25), histtype="step", label=LABELS.get(name, name))
     ax.set_yscale("log")
-    ax.set_xlabel("weight / 0.02 (standard deviations)")
-    ax.set_ylabel("count")
+    ax.set_xlabel(f"weight / {synthetic.DEFAULT_STD:g} (standard deviations)")
+    ax.set_ylabel("count (log)")
+    ax.set_title("The four synthetic matrices: same bulk, different tails", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -699,13 +778,14 @@ def plot_outliers(om: synthetic.OutlierMatrix, group_size: int = 128, rows: int 
     a.plot(om.columns, colmax[om.columns], "rv", label="outlier columns")
     a.set_xlabel("column (input channel)")
     a.set_ylabel("max |w| over rows")
+    a.set_title("largest |w| of each column", fontsize=10)
     a.legend(fontsize=8)
     qt = quantize(om.weights[:rows], group_size)
     im = b.imshow(np.log10(qt.scales), aspect="auto", cmap="viridis", interpolation="nearest")
     b.set_xlabel(f"group (of {group_size} columns)")
     b.set_ylabel("row")
-    b.set_title("log10 of each group's scale", fontsize=10)
-    fig.colorbar(im, ax=b)
+    b.set_title(f"log10 of each group's scale, first {rows} rows", fontsize=10)
+    fig.colorbar(im, ax=b, label="log10(scale)")
     fig.tight_layout()
     return fig
 
@@ -750,6 +830,8 @@ def plot_timing(*timings: Sequence[Mapping]):
     ax.set_xlabel("group size (filled: power of two)")
     ax.set_ylabel("best time per weight (ns)")
     ax.set_ylim(bottom=0)
+    ax.set_title("quantize / dequantize time per weight against group size (one thread, best "
+                 "run)", fontsize=10)
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
@@ -803,6 +885,7 @@ def explore_static(distribution: str = "outliers", strength: float = 20.0, bits:
         b.axvline(edge - 0.5, color="0.6", lw=0.8)
     b.set_xlabel(f"row 0, columns {start}-{start + n - 1}, around its largest weight "
                  f"(grey: group edges)")
+    b.set_ylabel("weight")
     b.legend(fontsize=8)
     fig.tight_layout()
     return row, fig
@@ -881,26 +964,35 @@ def check_predicted_mse(answer: object) -> Feedback:
                  f"qt.scales.astype(np.float64).")
 
 
+EXERCISE_SCALE_GROUP = 512
+"""Group size of exercise 2: the largest of the seeds' "GPU-friendly" sizes, not in the
+notebook's memory table."""
+
+
 def check_scale_overhead(answer_gb: object) -> Feedback:
-    """Exercise 2: GB of float32 scales for LLaMA-2 70B's linear layers at group size 128."""
+    """Exercise 2: GB of float32 scales for LLaMA-2 70B's linear layers at group size
+    :data:`EXERCISE_SCALE_GROUP` (512)."""
     m = LLAMA2_CONFIGS["LLaMA-2 70B"]
     n = m.n_linear_params
-    expected = n / 128 * 4 / GB
+    g = EXERCISE_SCALE_GROUP
+    expected = n / g * 4 / GB
     try:
         value = float(answer_gb)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return wrong(f"Expected a number of GB, got {answer_gb!r}.")
     if close_enough(value, expected, rel=1e-3):
-        return right(f"{value:.3f} GB: {n:,} linear weights / 128 = {n // 128:,} scales × 4 "
-                     f"bytes, i.e. 32/128 = 0.25 bits per weight.")
-    hints = [(n / 128 * 2 / GB, "That counts 2-byte (float16) scales; gqlearn stores float32."),
-             (n / 128 * 4 / 2**30, "That is GiB (2**30 bytes); the course uses GB = 1e9 bytes."),
-             (m.n_params / 128 * 4 / GB, "That quantizes every parameter; only the linear layers "
+        return right(f"{value:.4f} GB: {n:,} linear weights / {g} = {n // g:,} scales × 4 "
+                     f"bytes, i.e. 32/{g} = {32 / g:g} bits per weight.")
+    hints = [(n / g * 2 / GB, "That counts 2-byte (float16) scales; gqlearn stores float32."),
+             (n / g * 4 / 2**30, "That is GiB (2**30 bytes); the course uses GB = 1e9 bytes."),
+             (m.n_params / g * 4 / GB, "That quantizes every parameter; only the linear layers "
               "(ModelShape.n_linear_params) are quantized here."),
-             (n / 128 * 32 / GB, "That is gigabits: each scale is 32 bits = 4 bytes."),
-             (n / 128 / GB, "That counts scales, not bytes: each is 4 bytes."),
-             (70e9 / 128 * 4 / GB, "That uses the nominal 70e9 parameters; use "
+             (n / g * 32 / GB, "That is gigabits: each scale is 32 bits = 4 bytes."),
+             (n / g / GB, "That counts scales, not bytes: each is 4 bytes."),
+             (70e9 / g * 4 / GB, "That uses the nominal 70e9 parameters; use "
               "LLAMA2_CONFIGS['LLaMA-2 70B'].n_linear_params.")]
+    hints += [(n / other * 4 / GB, f"That is the scale cost at group size {other} (the table "
+               f"in section 7); the exercise asks for {g}.") for other in (32, 64, 128, 256)]
     for v, msg in hints:
         if close_enough(value, v, rel=1e-3):
             return wrong(msg)
