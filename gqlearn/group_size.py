@@ -9,8 +9,8 @@ That works for powers of two but fails badly otherwise: for ``dim = 4096`` a req
 goes 300 -> 150 -> 75 -> 37 -> 18 -> 9 -> 4, ending at a group size of 4 (8 bits of scale per
 weight) although 256 divides 4096.
 
-gqlearn's default policy, ``"pow2"``, returns the largest power of two that is at most the
-request and divides the dimension.  Powers of two are what kernels are written for (SIMD
+gqlearn's default policy, ``"pow2"``, keeps a request that divides the dimension, and
+otherwise returns the largest power of two that is at most the request and divides it.  Powers of two are what kernels are written for (SIMD
 widths, llama.cpp's 32-weight blocks, GPU warps of 32), they never overshoot the request, and
 every transformer width we know of is a multiple of 32, so the result is never tiny in
 practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
@@ -59,7 +59,8 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
     requested : int
         The group size you would like.
     policy : {"pow2", "divisor", "halve"}, default "pow2"
-        ``"pow2"``: largest power of two <= ``min(requested, dim)`` that divides ``dim``.
+        ``"pow2"``: ``requested`` if it divides ``dim``, else the largest power of two
+        <= ``min(requested, dim)`` that divides ``dim``.
         ``"divisor"``: largest divisor of ``dim`` <= ``requested``.
         ``"halve"``: the seeds' loop, halving ``requested`` until it divides ``dim``.
 
