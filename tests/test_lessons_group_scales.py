@@ -92,6 +92,7 @@ def test_tie_anatomy(x, m, direction, q32, q64):
     t = dict(gs.tie_anatomy(x, m).rows)
     assert t["x * 127 / max with the decimal inputs"] == "63.5"
     assert t["float32 rounding of the scale went"] == direction
+    assert t["float32 scale - exact scale"][0] == ("+" if direction == "up" else "-")
     assert t["q in float32 (gqlearn)"] == str(q32)
     assert t["q in float64"] == str(q64)
     w = np.array([m, x], np.float32)
@@ -119,6 +120,19 @@ def test_memory_table_matches_a_real_quantized_tensor():
     qt = gqlearn.quantize(w, 16)
     row = gs.memory_table(w.shape, [16]).rows[0]
     assert row[1:5] == (qt.n_groups, qt.values_nbytes, qt.scales_nbytes, qt.nbytes)
+
+
+def test_memory_table_compression_column():
+    t = gs.memory_table(8, [1, 8])
+    assert t.column("compression (float32/int8)") == [32 / 40, 32 / 12]
+
+
+def test_hand_products_flags_the_slip():
+    t = gs.hand_products([("127", "0.0827", "10.51"), ("-99", "0.0827", "-8.19"),
+                          ("127", "0.0157", "1.994"), ("-96", "0.0157", "-1.507"),
+                          ("64", "0.0000157", "0.001")])
+    assert t.column("q × scale") == ["10.5029", "-8.1873", "1.9939", "-1.5072", "0.0010048"]
+    assert t.column("agrees") == [False, True, True, True, True]
 
 
 def test_model_gigabytes():
@@ -196,9 +210,11 @@ def test_plot_relative_error():
 def test_show_group_size_and_widget(capsys):
     gs.show_group_size(SIXTEEN, 8)
     out = capsys.readouterr().out
-    assert "group size 8: 2 scales, 24 bytes, 12 bits/weight; 0 weights became 0" in out
+    assert "int8 g=8: 2 scales, 24 bytes, 12 bits/weight; 0 weights became 0" in out
+    assert "worst relative error 0.497%" in out
     gs.show_group_size(SIXTEEN, 16)
-    assert "8 weights became 0" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "8 weights became 0" in out and "worst relative error 100%" in out
     w = gs.group_size_explorer(SIXTEEN)
     assert list(w.children[0].options) == [1, 2, 4, 8, 16]
 
@@ -253,6 +269,75 @@ def test_check_lossless_group_size_wrong_answers(answer, phrase):
     assert not fb and phrase in fb.message
 
 
+def _run_excerpt(groups: np.ndarray, qmax: int = 127) -> tuple[np.ndarray, np.ndarray]:
+    """Execute fused_kernel_excerpt() as plain Python (numba.njit -> identity, prange -> range)."""
+    import inspect
+    import types
+
+    fake_numba = types.SimpleNamespace(njit=lambda *a, **k: (lambda f: f))
+    ns = {"np": np, "numba": fake_numba, "prange": range}
+    exec(gs.fused_kernel_excerpt(), ns)  # noqa: S102 - our own library's source
+    values = np.zeros(groups.shape, np.int8)
+    scales = np.zeros(groups.shape[0], np.float32)
+    available = {"groups": groups, "groups_bits": groups.view(np.uint32), "qmax": qmax,
+                 "values": values, "scales": scales, "scales_bits": scales.view(np.uint32)}
+    params = list(inspect.signature(ns["quantize_groups"]).parameters)
+    missing = [p for p in params if p not in available]
+    assert not missing, f"the kernel has new parameters {missing}: update this test"
+    ns["quantize_groups"](*(available[p] for p in params))
+    return values, scales
+
+
+@pytest.mark.parametrize("group_size", [1, 4, 32])
+def test_fused_kernel_excerpt_computes_what_gqlearn_computes(group_size):
+    rng = np.random.default_rng(group_size)
+    w = (rng.standard_normal((6, 64)) * np.geomspace(1e-3, 10, 6)[:, None]).astype(np.float32)
+    w[0, :group_size] = 0.0  # an all-zero group
+    w[1, :group_size] = 0.5 * w[1, 0] / w[1, 0]  # ties at the half
+    groups = np.ascontiguousarray(w.reshape(-1, group_size))
+    values, scales = _run_excerpt(groups)
+    qt = gqlearn.quantize(w, group_size, backend="numpy")
+    np.testing.assert_array_equal(values, qt.values.reshape(groups.shape))
+    np.testing.assert_array_equal(scales, qt.scales.ravel())
+
+
+def test_fused_kernel_excerpt_is_the_default_path_only():
+    src = gs.fused_kernel_excerpt()
+    header, code = src.split("\n", 1)
+    assert header.startswith("# gqlearn._fused.quantize_groups with half_even=False")
+    assert "for g in prange(n_groups):" in code
+    for gone in ("half_even", "reciprocal", "clip", "_TINY", "pragma", "rint", '"""', "#"):
+        assert gone not in code
+    assert "np.uint32(0x7FFFFFFF)" in code  # masks in hex
+
+
+def test_specialize_folds_branches_and_drops_unused_parameters():
+    import ast
+
+    src = """
+def k(x, fast, out):
+    flag = fast and not x
+    if fast:
+        y = 1
+    else:
+        y = h(x, False, 3)
+    z = 2 if flag else 4
+    out[0] = y + z
+
+def h(v, mode, n):
+    if mode:
+        return v * n
+    return v
+"""
+    funcs = {f.name: f for f in ast.parse(src).body}
+    gs._Specialize({"fast": False}).visit(funcs["k"])
+    gs._drop_dead_assignments(funcs["k"])
+    gs._specialize_helper(funcs["k"], funcs["h"])
+    assert ast.unparse(funcs["k"]) == (
+        "def k(x, out):\n    y = h(x)\n    z = 4\n    out[0] = y + z")
+    assert ast.unparse(funcs["h"]) == "def h(v):\n    return v"
+
+
 def test_fused_kernel_source_is_the_prange_loop():
     src = gs.fused_kernel_source()
     assert src.startswith("@numba.njit(parallel=True")
@@ -264,3 +349,4 @@ def test_time_quantizers_has_a_column_per_backend():
     text = str(table)
     for backend in gqlearn.available_backends():
         assert f"{backend} (s)" in text
+    assert "speed-up (fastest)" in table.columns and "int8 g=32" in table.notes[0]

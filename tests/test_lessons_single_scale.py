@@ -131,7 +131,7 @@ def test_opening_example_with_the_texts_scale_gives_other_integers():
     assert text_row[4] == 0  # nothing clipped: the largest quotient is 113.6
     assert text_row[3] == pytest.approx(113.578, abs=1e-3)
     assert absmax_row[2].tolist() == [28, -127, 52, -77]
-    assert absmax_row[6] == 127
+    assert t.column("largest |q|") == [114, 127]
 
 
 def test_scale_interval_of_the_texts_integers_excludes_its_scale():
@@ -187,11 +187,28 @@ def test_row_relative_error_is_one_for_a_lost_row():
 
 def test_ratio_sweep_shows_the_damage_growing():
     t = ss.ratio_sweep([1, 10, 100, 1000, 10000], rows=16, cols=128)
-    zeroed = t.column("zeroed (tensor)")
+    zeroed = t.column("zeroed (per-tensor)")
     assert all(a < b for a, b in zip(zeroed, zeroed[1:]))
-    assert t.column("smallest row error (tensor)")[-1] == 1.0
-    assert len(set(t.column("zeroed (row)"))) == 1  # per-row scales do not care about the ratio
-    assert max(t.column("smallest row error (row)")) < 0.02
+    assert t.column("smallest row error (per-tensor)")[-1] == 1.0
+    assert len(set(t.column("zeroed (per-row)"))) == 1  # per-row scales ignore the ratio
+    assert max(t.column("smallest row error (per-row)")) < 0.02
+
+
+def test_per_row_check_rows_keep_their_integers_and_errors():
+    ratios = [1, 10, 1000, 1e5]
+    t = ss.per_row_check(ratios, rows=16, cols=128, seed=3)
+    assert t.column("ratio") == ratios
+    assert t.column("same q as ratio 1") == [True] * 4
+    for name in ("best row error", "median row error", "worst row error"):
+        assert max(t.column(name)) - min(t.column(name)) < 1e-6
+    # the smallest row is the one ratio_sweep reports: same relative error
+    sweep = ss.ratio_sweep(ratios, rows=16, cols=128, seed=3)
+    w = ss.synthetic_layer(16, 128, 1e5, seed=3)
+    err = ss.row_relative_error(w, gqlearn.quantize(w, 128))
+    assert sweep.column("smallest row error (per-row)")[-1] == pytest.approx(
+        float(err[t.column("smallest row")[-1]]))
+    with pytest.raises(ValueError, match="at least one"):
+        ss.per_row_check([])
 
 
 # --- pictures and the widget ---------------------------------------------------------------------
@@ -260,6 +277,10 @@ def test_check_zeroed():
 def test_check_survival_threshold():
     assert ss.check_survival_threshold(0.254)
     assert ss.check_survival_threshold("0.2540")
+    assert ss.check_survival_threshold(2 * 127 * np.float32(0.001))
+    for near_miss in (0.2545, 0.25401, 0.2541):  # 0.001 is already zeroed there
+        assert "too large" in ss.check_survival_threshold(near_miss).message
+    assert "can grow" in ss.check_survival_threshold(0.2539).message
     assert "exactly one step" in ss.check_survival_threshold(0.127).message
     assert "too large" in ss.check_survival_threshold(0.3).message
     assert "can grow" in ss.check_survival_threshold(0.2).message

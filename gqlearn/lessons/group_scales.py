@@ -5,13 +5,15 @@ Everything the notebook ``02_group_scales.ipynb`` computes or draws:
 * :func:`split_groups`, :func:`group_summary`, :func:`group_steps`: the seed's walk-through
   (split, max, scale, quantize, error), every number from :func:`gqlearn.quantize` and
   :func:`gqlearn.metrics.error_report`;
-* :func:`seed_scales`, :func:`hand_vs_float32`, :func:`tie_anatomy`: why the seed's hand
-  arithmetic (scales rounded to 3 digits) and float32 sometimes give different integers;
+* :func:`seed_scales`, :func:`hand_vs_float32`, :func:`tie_anatomy`, :func:`hand_products`:
+  why the seed's hand arithmetic (scales rounded to 3 digits) and float32 sometimes give
+  different integers, and the seed's multiplications redone exactly;
 * :func:`memory_table`, :func:`model_gigabytes`: bytes and bits per weight, from
   :class:`gqlearn.QuantizedTensor`;
 * :func:`seed_loop_quantize`: **the slow reference**, the seed's Rust loop written plainly in
   Python, one weight at a time, to compare with the vectorized :func:`gqlearn.quantize`;
-  :func:`time_quantizers` times both;
+  :func:`fused_kernel_excerpt` shows the compiled (numba) kernel as it runs by default;
+  :func:`time_quantizers` times them;
 * :func:`plot_group_grids`, :func:`plot_relative_error`, :func:`show_group_size`,
   :func:`group_size_explorer`: pictures and the widget with its static fallback;
 * ``check_*``: the exercise checkers.
@@ -19,7 +21,9 @@ Everything the notebook ``02_group_scales.ipynb`` computes or draws:
 
 from __future__ import annotations
 
+import ast
 import math
+import re
 import time
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
@@ -29,7 +33,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from .. import core
-from .._parallel import default_threads
+from .._parallel import DEFAULT_CHUNK_ELEMENTS, default_threads
 from ..exercises import Feedback, close_enough, right, wrong
 from ..metrics import error_report
 from .single_scale import QMAX, Table, _draw_grid, quantize_with_scales, round_half_away
@@ -40,7 +44,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 __all__ = ["EXPLORER", "divisors", "split_groups", "group_summary", "group_steps",
            "seed_scales", "hand_vs_float32", "tie_anatomy", "memory_table", "model_gigabytes",
-           "SeedLoopResult", "seed_loop_quantize", "reference_source", "time_quantizers",
+           "hand_products", "SeedLoopResult", "seed_loop_quantize", "reference_source",
+           "fused_kernel_source", "fused_kernel_excerpt", "time_quantizers",
            "plot_group_grids", "plot_relative_error", "show_group_size", "group_size_explorer",
            "EXERCISE_GROUP_WEIGHTS", "EXERCISE_BYTES_SHAPE", "EXERCISE_BYTES_GROUP_SIZE",
            "EXERCISE_LOSSLESS_WEIGHTS", "check_group_scales", "check_total_bytes",
@@ -216,6 +221,7 @@ def tie_anatomy(x: float, group_max: float) -> Table:
         ("max stored as float32", _dec(float(mf), 17)),
         ("scale = max / 127, exact", _dec(float(exact_scale), 17)),
         ("scale rounded to float32", _dec(float(scale), 17)),
+        ("float32 scale - exact scale", f"{float(Fraction(float(scale)) - exact_scale):+.3g}"),
         ("float32 rounding of the scale went", direction),
         ("x / scale in float32", _dec(float(quot), 9)),
         ("q in float32 (gqlearn)", str(q32)),
@@ -223,6 +229,38 @@ def tie_anatomy(x: float, group_max: float) -> Table:
         ("q in float64", str(int(math.copysign(math.floor(abs(q64) + 0.5), q64)))),
     )
     return Table(("quantity", "value"), rows, (f"x = {x:g}, group max = {group_max:g}",))
+
+
+def hand_products(claims: Iterable[tuple[str, str, str]]) -> Table:
+    """The texts' hand multiplications ``q × scale = result``, redone exactly.
+
+    Parameters
+    ----------
+    claims : iterable of (q, scale, result)
+        As the text writes them, as strings (so that the decimals are exact), e.g.
+        ``("127", "0.0827", "10.51")``.
+
+    Returns
+    -------
+    Table
+        Columns ``q``, ``scale``, ``q × scale`` (exact decimal product), ``text``, ``agrees``:
+        whether the exact product, rounded half up to the text's number of decimals, is the
+        text's result.
+
+    Examples
+    --------
+    >>> hand_products([("127", "0.0827", "10.51"), ("-99", "0.0827", "-8.19")]).column("agrees")
+    [False, True]
+    """
+    from decimal import ROUND_HALF_UP
+
+    rows = []
+    for q, scale, result in claims:
+        product = Decimal(q) * Decimal(scale)
+        shown = Decimal(result)
+        agrees = product.quantize(shown, rounding=ROUND_HALF_UP) == shown
+        rows.append((q, scale, str(product.normalize()), result, agrees))
+    return Table(("q", "scale", "q × scale", "text", "agrees"), tuple(rows))
 
 
 # --------------------------------------------------------------------------------------------
@@ -241,7 +279,8 @@ def memory_table(shape: int | tuple[int, ...], group_sizes: Iterable[int]) -> Ta
 
     Every number comes from :class:`gqlearn.QuantizedTensor`'s accounting (``n_groups``,
     ``values_nbytes``, ``scales_nbytes``, ``nbytes``, ``bits_per_weight``,
-    ``compression_ratio``).
+    ``compression_ratio``).  ``compression (float32/int8)`` is float32 bytes over int8 bytes
+    (values and scales): below 1 means the int8 form is larger.
 
     >>> memory_table(8, [4]).column("total bytes")
     [16]
@@ -254,15 +293,18 @@ def memory_table(shape: int | tuple[int, ...], group_sizes: Iterable[int]) -> Ta
                      qt.bits_per_weight, qt.compression_ratio("float32")))
     n = int(np.prod(shape))
     return Table(("group size", "groups (scales)", "values bytes", "scales bytes",
-                  "total bytes", "bits/weight", "x smaller than float32"), tuple(rows),
+                  "total bytes", "bits/weight", "compression (float32/int8)"), tuple(rows),
                  (f"{n} weights; float32 needs {4 * n} bytes",),
-                 formats={"bits/weight": ".6g", "x smaller than float32": ".4g"})
+                 formats={"bits/weight": ".6g", "compression (float32/int8)": ".4g"})
 
 
 def model_gigabytes(n_params: float, group_size: int) -> tuple[float, float]:
     """(float32 GB, int8-with-scales GB) for a model of ``n_params`` weights (1 GB = 1e9 B).
 
     Uses ``bits_per_weight`` of a :class:`gqlearn.QuantizedTensor` with this group size.
+    Assumes every weight is quantized and a float32 baseline; notebook 03 §7
+    (:func:`gqlearn.lessons.error_analysis.claim_280_to_70`) does the full check with real
+    parameter counts.
 
     >>> model_gigabytes(70e9, 256)
     (280.0, 71.09375)
@@ -388,6 +430,174 @@ def fused_kernel_source() -> str:
     return body[:doc_start].rstrip() + "\n" + body[doc_end:].lstrip("\n")
 
 
+# What fused_kernel_excerpt fixes: the call's defaults, and what holds for ordinary weights.
+_KERNEL_OPTIONS = {"half_even": False, "reciprocal": False}
+_KERNEL_ASSUMED = {"clip": False}  # no subnormal scale: groups whose max |w| is not tiny
+
+
+class _Specialize(ast.NodeTransformer):
+    """Fold names with known values into a function and drop the branches they switch off.
+
+    ``known`` names are replaced by constants where read; assignments to ``assumed`` names
+    are dropped, and so are parameters with known values.  Constant ``not``, ``and``, ``or``,
+    ``x if c else y`` and ``if`` are folded; a name assigned a constant bool becomes known.
+    """
+
+    def __init__(self, known: dict[str, Any], assumed: Iterable[str] = ()) -> None:
+        self.known = dict(known)
+        self.assumed = set(assumed)
+
+    def visit_Name(self, node: ast.Name) -> ast.AST:
+        if isinstance(node.ctx, ast.Load) and node.id in self.known:
+            return ast.copy_location(ast.Constant(self.known[node.id]), node)
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not) and isinstance(node.operand, ast.Constant):
+            return ast.copy_location(ast.Constant(not node.operand.value), node)
+        return node
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.AST:
+        self.generic_visit(node)
+        decides = isinstance(node.op, ast.Or)  # a constant equal to this decides the result
+        rest = []
+        for v in node.values:
+            if isinstance(v, ast.Constant):
+                if bool(v.value) == decides:
+                    return ast.copy_location(ast.Constant(decides), node)
+                continue
+            rest.append(v)
+        if not rest:
+            return ast.copy_location(ast.Constant(not decides), node)
+        if len(rest) == 1:
+            return rest[0]
+        node.values = rest
+        return node
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.AST:
+        self.generic_visit(node)
+        if isinstance(node.test, ast.Constant):
+            return node.body if node.test.value else node.orelse
+        return node
+
+    def visit_Assign(self, node: ast.Assign) -> ast.AST | None:
+        self.generic_visit(node)
+        if len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name in self.assumed:
+                return None
+            if isinstance(node.value, ast.Constant) and isinstance(node.value.value, bool):
+                self.known[name] = node.value.value
+                return None
+        return node
+
+    def visit_If(self, node: ast.If) -> ast.AST | list[ast.stmt] | None:
+        self.generic_visit(node)
+        if isinstance(node.test, ast.Constant):
+            return (node.body if node.test.value else node.orelse) or None
+        if not node.body and not node.orelse:
+            return None  # only a test without side effects is left
+        if not node.body:
+            node.body = [ast.Pass()]
+        return node
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> ast.AST:
+        body = node.body
+        if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            node.body = body[1:]  # the docstring
+        self.generic_visit(node)
+        node.args.args = [a for a in node.args.args if a.arg not in self.known]
+        return node
+
+
+def _names_read(node: ast.AST) -> set[str]:
+    return {n.id for n in ast.walk(node)
+            if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}
+
+
+def _drop_dead_assignments(func: ast.FunctionDef) -> None:
+    """Remove ``name = ...`` statements whose name is never read."""
+    read = _names_read(func)
+    for node in ast.walk(func):
+        for attr in ("body", "orelse"):
+            stmts = getattr(node, attr, None)
+            if isinstance(stmts, list):
+                setattr(node, attr, [
+                    st for st in stmts
+                    if not (isinstance(st, ast.Assign) and len(st.targets) == 1
+                            and isinstance(st.targets[0], ast.Name)
+                            and st.targets[0].id not in read)])
+
+
+def _calls_to(func: ast.FunctionDef, name: str) -> list[ast.Call]:
+    return [n for n in ast.walk(func) if isinstance(n, ast.Call)
+            and isinstance(n.func, ast.Name) and n.func.id == name]
+
+
+def _specialize_helper(kernel: ast.FunctionDef, helper: ast.FunctionDef) -> None:
+    """Bind the helper's parameters that every call passes as the same constant, then drop the
+    parameters it no longer reads, at the definition and at the calls."""
+    calls = _calls_to(kernel, helper.name)
+    params = [a.arg for a in helper.args.args]
+    known = {}
+    for i, p in enumerate(params):
+        values = {repr(c.args[i].value) if isinstance(c.args[i], ast.Constant) else None
+                  for c in calls}
+        if calls and len(values) == 1 and None not in values:
+            known[p] = calls[0].args[i].value
+    _Specialize(known).visit(helper)
+    _drop_dead_assignments(helper)
+    keep = [p in _names_read(helper) for p in params]
+    helper.args.args = [a for a, k in zip(helper.args.args, keep) if k]
+    for c in calls:
+        c.args = [a for a, k in zip(c.args, keep) if k]
+
+
+def fused_kernel_excerpt(kernel: str = "quantize_groups") -> str:
+    """The fused numba kernel as it runs for :func:`gqlearn.quantize`'s defaults: a readable
+    excerpt, computed from the source of ``gqlearn/_fused.py``.
+
+    The kernel is specialized: its options are fixed to the defaults (``half_even=False``:
+    round half away from zero; ``reciprocal=False``: divide by the scale) and the scale is
+    assumed normal (not subnormal, so no clip).  Branches these switch off, variables and
+    parameters left unused, docstrings and comments are removed; helpers the kernel calls
+    (``_round``) are specialized the same way and printed after it.  What remains is the
+    seed's loop over groups, with ``prange`` for ``into_par_iter``.
+
+    Parameters
+    ----------
+    kernel : str
+        Name of the kernel function in ``gqlearn/_fused.py``.
+
+    Returns
+    -------
+    str
+        Python source: a comment line naming the specialization, then the functions.
+
+    Examples
+    --------
+    >>> src = fused_kernel_excerpt()
+    >>> "for g in prange(n_groups):" in src, "half_even" in src.split("\\n", 1)[1]
+    (True, False)
+    """
+    from pathlib import Path
+
+    src = Path(core.__file__).with_name("_fused.py").read_text(encoding="utf-8")
+    funcs = {f.name: f for f in ast.parse(src).body if isinstance(f, ast.FunctionDef)}
+    main = funcs[kernel]
+    _Specialize({**_KERNEL_OPTIONS, **_KERNEL_ASSUMED}, _KERNEL_ASSUMED).visit(main)
+    _drop_dead_assignments(main)
+    helpers = [f for name, f in funcs.items() if name != kernel and _calls_to(main, name)]
+    for helper in helpers:
+        _specialize_helper(main, helper)
+    code = "\n\n".join(ast.unparse(ast.fix_missing_locations(f)) for f in [main, *helpers])
+    # bit masks read better in hex
+    code = re.sub(r"np\.uint32\((\d{6,})\)", lambda m: f"np.uint32(0x{int(m[1]):08X})", code)
+    options = ", ".join(f"{k}={v}" for k, v in _KERNEL_OPTIONS.items())
+    return f"# gqlearn._fused.{kernel} with {options} (the defaults), for normal scales\n" + code
+
+
 def time_quantizers(small_shape: tuple[int, int] = (64, 256),
                     big_shape: tuple[int, int] = (4096, 4096), group_size: int = 256,
                     seed: int = 0) -> Table:
@@ -400,8 +610,8 @@ def time_quantizers(small_shape: tuple[int, int] = (64, 256),
     Returns
     -------
     Table
-        Columns ``tensor``, ``weights``, ``Python loop (s)``, one column per backend, and the
-        speed-up of the fastest backend over the loop.
+        Columns ``tensor``, ``weights``, ``Python loop (s)``, one column per backend, and
+        ``speed-up (fastest)``: the loop's time over the fastest backend's on that tensor.
     """
     rng = np.random.default_rng(seed)
     small = rng.standard_normal(small_shape, dtype=np.float32)
@@ -421,8 +631,10 @@ def time_quantizers(small_shape: tuple[int, int] = (64, 256),
         rows.append((label, w.size, loop_text, *(f"{t:.3g}" for t in times),
                      f"{loop / min(times):,.0f}x"))
     return Table(("tensor", "weights", "Python loop (s)", *(f"{b} (s)" for b in backends),
-                  "speed-up"), tuple(rows),
-                 (f"group size {group_size}; gqlearn.quantize with {default_threads()} threads",))
+                  "speed-up (fastest)"), tuple(rows),
+                 (f"int8 g={group_size}; gqlearn.quantize with up to {default_threads()} "
+                  f"threads; numpy runs a tensor of at most {DEFAULT_CHUNK_ELEMENTS:,} weights "
+                  "(one block) on the calling thread",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -467,7 +679,7 @@ def plot_relative_error(w: Any, group_sizes: Sequence[int]) -> Figure:
         rec = core.dequantize(core.quantize(w, gs))
         with np.errstate(divide="ignore", invalid="ignore"):
             rel = np.where(w != 0, np.abs(w - rec) / np.abs(w), 0.0)
-        label = f"group size {gs}" + (" (one scale for the tensor)" if gs == w.size else "")
+        label = f"int8 g={gs}" + (" (per-tensor: one scale)" if gs == w.size else "")
         ax.bar(idx + (k - (len(group_sizes) - 1) / 2) * width, 100 * rel, width, label=label)
     ax.set_xticks(idx, [f"{x:.3g}" for x in w], rotation=45, fontsize=8)
     ax.set_xlabel("weight")
@@ -478,17 +690,25 @@ def plot_relative_error(w: Any, group_sizes: Sequence[int]) -> Figure:
 
 
 def show_group_size(w: Any, group_size: int) -> None:
-    """Print :func:`group_summary` and plot relative errors (the widget's view)."""
+    """Print a headline and :func:`group_summary`, and plot relative errors (the widget's view).
+
+    The headline gives the largest absolute error, set by the large weights, and the largest
+    relative error ``|w - w'| / |w|`` of a nonzero weight (100% when a weight became 0), which
+    is what a group size changes for the small weights.
+    """
     import matplotlib.pyplot as plt
     from IPython.display import display
 
     w = _flat(w)
     qt = core.quantize(w, group_size)
     rep = error_report(w, qt)
-    print(f"group size {group_size}: {qt.n_groups} scale{'s' * (qt.n_groups != 1)}, "
+    rec = core.dequantize(qt)
+    nz = w != 0
+    worst_rel = float((np.abs(w - rec)[nz] / np.abs(w[nz])).max()) if nz.any() else 0.0
+    print(f"int8 g={group_size}: {qt.n_groups} scale{'s' * (qt.n_groups != 1)}, "
           f"{qt.nbytes} bytes, "
           f"{qt.bits_per_weight:g} bits/weight; {rep.n_zeroed} weights became 0; "
-          f"max error {rep.max_abs_error:.4g}")
+          f"max error {rep.max_abs_error:.4g}; worst relative error {100 * worst_rel:.3g}%")
     print(group_summary(w, group_size))
     sizes = [group_size] if group_size == w.size else [w.size, group_size]
     fig = plot_relative_error(w, sizes)
