@@ -41,6 +41,8 @@ def test_inventory_and_config(ckpt, minilm_dir):  # noqa: F811
     assert by_role["total"][3] == 22_713_728
     assert by_role["mlp_down"][1:4] == (6, "384x1536", 6 * 384 * 1536)
     assert by_role["norm"][5] == "kept" and by_role["other"][5] == "mixed"
+    assert by_role["embedding"][5:] == ("quantized", "float")
+    assert by_role["mlp_up"][6] == "quantized"
     assert sum(r[3] for r in inv.rows[:-1]) == ckpt.n_parameters
 
 
@@ -48,45 +50,79 @@ def test_weight_stats_and_outliers(ckpt):
     stats = {r[0]: r for r in rl.weight_stats(ckpt).rows}
     assert stats["mlp_down"][4] > 100 > stats["attn_q"][4]  # max/std
     assert stats["mlp_down"][6] == "L0.mlp_down"
+    assert stats["embedding"][6] == "position emb"
     out = rl.outlier_channels(ckpt, roles=["mlp_down"])
     assert out.column("channel")[0] == 856 and len(out) == 6
     w = ckpt[rl.OUTLIER_TENSOR]
     assert out.column("max |w|")[0] == pytest.approx(float(np.abs(w).max()))
     rec = rl.recurring_channels(ckpt)
-    assert all(n >= 3 for n in rec.column("matrices"))
+    assert all(n >= 4 for n in rec.column("matrices"))
+    by_dim = {r[0]: r for r in rec.rows}
+    # dim 99 is an outlier of the embeddings, of matrices reading the hidden state and of the
+    # output rows of layer 0's mlp_down, whose largest weight sits in row 99
+    assert "word" in by_dim[99][2] and "mlp_down L0" in by_dim[99][4]
+    assert np.unravel_index(np.abs(w).argmax(), w.shape)[0] == 99
+    # mlp_down's columns are intermediate features, never counted as hidden dims
+    assert all("mlp_down" not in r[3] for r in rec.rows)
+    assert rl._layers_by_role([("attn_k", 2), ("attn_k", 0), ("mlp_up", 1)]) == \
+        "attn_k L0,2; mlp_up L1"
     assert rl.column_absmax(w).shape == (1536,)
 
 
 def test_sweep_rows(rows, ckpt):
     settings = list(dict.fromkeys(r["setting"] for r in rows))
-    assert settings == ["8b g128", "8b g256*", "8b tensor", "4b g128", "4b g256*", "4b tensor"]
+    assert settings == ["int8 g=128", "int8 g=256*", "int8 per-tensor", "int4 g=128",
+                        "int4 g=256*", "int4 per-tensor"]
     assert len(rows) == 6 * 36
-    g256 = {r["label"]: r for r in rows if r["setting"] == "8b g256*"}
+    g256 = {r["label"]: r for r in rows if r["setting"] == "int8 g=256*"}
     assert g256["L0.attn_q"]["group_size"] == 128 and g256["L0.attn_q"]["backed_off"]
     assert g256["L0.mlp_down"]["group_size"] == 256 and not g256["L0.mlp_down"]["backed_off"]
-    r = next(r for r in rows if r["setting"] == "8b g128" and r["label"] == "L2.attn_v")
+    r = next(r for r in rows if r["setting"] == "int8 g=128" and r["label"] == "L2.attn_v")
     w = ckpt["encoder.layer.2.attention.self.value.weight"]
     ref = gqlearn.error_report(w, gqlearn.quantize(w, 128))
     assert r["sqnr_db"] == pytest.approx(ref.sqnr_db, rel=1e-9)
+    assert r["sum_sq_signal"] / r["sum_sq_error"] == pytest.approx(10 ** (ref.sqnr_db / 10))
+
+
+def test_setting_label():
+    assert rl.setting_label(8, 32) == "int8 g=32"
+    assert rl.setting_label(4, "row") == "int4 per-row"
+    assert rl.setting_label(8, "per-tensor") == "int8 per-tensor"
 
 
 def test_pivots_and_memory(rows):
     pivot = rl.role_pivot(rows)
-    table = {r[0]: r[1:] for r in pivot.rows}
-    assert table["mlp_down"][2] < 15 < table["attn_q"][2]  # per tensor, 8 bits
-    assert table["attn_q"][0] == pytest.approx(table["attn_q"][1])  # 256 backed off to 128
-    # pooled SQNR equals the explorer's over the same tensors
-    sel = [r for r in rows if r["setting"] == "8b g128" and r["role"] == "attn_q"]
+    assert pivot.columns[0] == "setting" and "mlp_down" in pivot.columns
+    table = {r[0]: dict(zip(pivot.columns[1:], r[1:])) for r in pivot.rows}
+    assert table["int8 per-tensor"]["mlp_down"] < 15 < table["int8 per-tensor"]["attn_q"]
+    assert table["int8 g=128"]["attn_q"] == pytest.approx(table["int8 g=256*"]["attn_q"])
+    # pooled SQNR from the explorer's float64 sums, and from its per-tensor rms and SQNR
+    sel = [r for r in rows if r["setting"] == "int8 g=128" and r["role"] == "attn_q"]
     noise = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) for r in sel)
     signal = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) * 10 ** (r["sqnr_db"] / 10) for r in sel)
-    assert table["attn_q"][0] == pytest.approx(10 * np.log10(signal / noise))
+    assert table["int8 g=128"]["attn_q"] == pytest.approx(10 * np.log10(signal / noise))
     zeroed = rl.role_pivot(rows, "zeroed_fraction")
     assert all(0 <= v <= 1 for row in zeroed.rows for v in row[1:])
     mem = {r[0]: r for r in rl.memory_summary(rows).rows}
-    assert mem["8b g128"][1] == pytest.approx(8.25)
-    assert mem["4b tensor"][3] == 10_616_832 // 2 + 36 * 4
+    assert mem["int8 g=128"][1] == pytest.approx(8.25)
+    assert mem["int4 per-tensor"][3] == 10_616_832 // 2 + 36 * 4
+    # the SQNR of all linear layers is the explorer's total; per tensor mlp_down dominates it
+    assert mem["int8 g=128"][6] == pytest.approx(next(
+        r["totals"]["sqnr_db"] for r in rows if r["setting"] == "int8 g=128"))
+    assert mem["int8 per-tensor"][7] > 90 > 50 > mem["int8 g=128"][7]
     labels, settings, m = rl.heatmap_data(rows)
-    assert m.shape == (36, 6) and labels[0] == "L0.attn_o" and settings[2] == "8b tensor"
+    assert m.shape == (36, 6) and labels[0] == "L0.attn_o" and settings[2] == "int8 per-tensor"
+
+
+def test_bits_gap(rows):
+    gap = rl.bits_gap(rows)
+    assert "20 log10(127/7) = 25.17 dB" in gap.notes[0]
+    by = {r[0]: dict(zip(gap.columns[1:], r[1:])) for r in gap.rows}
+    assert list(by) == ["g=128", "g=256", "per-tensor"]
+    expected = 20 * np.log10(127 / 7)
+    assert by["g=128"]["attn_q"] == pytest.approx(expected, abs=0.1)
+    # where int4 rounds nearly all of a matrix to 0, the gap collapses
+    assert by["per-tensor"]["mlp_down"] < expected / 2
 
 
 def test_backoff_table(ckpt):
@@ -111,10 +147,19 @@ def test_show_tensor_and_widget(ckpt, capsys):
 
     fig = rl.show_tensor(ckpt, "encoder.layer.1.attention.self.query.weight", 256, 4)
     out = capsys.readouterr().out
-    assert "L1.attn_q 384x384, 4b g256 (group 128, backed off)" in out
+    assert "L1.attn_q 384x384, int4 g=256 (group 128, backed off)" in out
+    plt.close(fig)
+    fig = rl.show_tensor(ckpt, rl.OUTLIER_TENSOR, 128, 8)
+    out = capsys.readouterr().out
+    # the rows holding layer 0 mlp_down's outliers: the recurring hidden dims
+    assert "largest group scale (x the median scale): 99 (" in out
+    plt.close(fig)
+    fig = rl.show_tensor(ckpt, rl.OUTLIER_TENSOR, "tensor", 8)
+    assert "largest group scale" not in capsys.readouterr().out  # one scale: no rows to name
     plt.close(fig)
     widget = rl.tensor_explorer(ckpt)
     assert widget.children[0].value == "encoder.layer.0.attention.output.dense.weight"
+    assert "running kernel" in widget._repr_mimebundle_()["text/plain"]
     plt.close("all")
 
 
@@ -129,21 +174,32 @@ def test_compare_embeddings_and_search(encoder64, ckpt, data):
     table, rankings = rl.compare_embeddings(encoder64, ckpt, data,
                                             settings=[(8, 128), (4, "tensor")])
     rows = {r[0]: r for r in table.rows}
-    assert rows["8b g128"][1] == pytest.approx(8.25)
-    assert rows["8b g128"][2] > 0.999 and rows["8b g128"][4:] == ("8/8", "8/8")
-    assert rows["4b tensor"][2] < 0.6
-    assert set(rankings) == {"float", "8b g128", "4b tensor"}
-    search = rl.search_changes(data, rankings, "8b g128")
+    assert rows["int8 g=128"][1] == pytest.approx(8.25)
+    assert rows["int8 g=128"][2] > 0.999 and rows["int8 g=128"][4:] == ("8/8", "8/8")
+    assert rows["int4 per-tensor"][2] < 0.6
+    assert "32 corpus sentences in 8 topics + 8 queries = 40 sentences" in table.notes[0]
+    assert set(rankings) == {"float", "int8 g=128", "int4 per-tensor"}
+    search = rl.search_changes(data, rankings, "int8 g=128", only_changed=False)
     assert len(search) == 24 and not any(search.column(""))
-    changed = rl.search_changes(data, rankings, "4b tensor")
+    assert len(rl.search_changes(data, rankings, "int8 g=128")) == 0
+    assert "8 of 8 queries keep their top 3" in search.notes[0]
+    changed = rl.search_changes(data, rankings, "int4 per-tensor")
     assert "changed" in changed.column("")
+    n_same = int(changed.notes[0].split(": ")[1].split(" of ")[0])
+    assert len(changed) == 3 * (8 - n_same)
 
 
-def test_llama_memory():
-    t = rl.llama_memory((64, 256))
-    assert len(t) == 6
-    seven = t.rows[0]
-    assert seven[0] == "LLaMA-2 7B" and seven[2] == 8.5
+def test_where_the_bytes_are(ckpt):
+    t = rl.where_the_bytes_are(ckpt)
+    assert [r[0] for r in t.rows][2:] == ["LLaMA-2 7B", "LLaMA-2 13B", "LLaMA-2 70B"]
+    linear, everything = t.rows[0], t.rows[1]
+    assert linear[4] == pytest.approx(100 * 10_616_832 / 22_713_728)
+    assert linear[5] == pytest.approx(32 / 8.25) and everything[4] > 99
+    report = models.explore(ckpt, 128, roles=models.LINEAR_ROLES)
+    assert linear[6] == pytest.approx(report.totals["compression_ratio"])
+    assert everything[6] > 2 * linear[6]  # half of MiniLM is its embedding table
+    seventy = t.rows[-1]
+    assert seventy[5] == pytest.approx(16 / 8.25) and seventy[6] == pytest.approx(1.926, abs=1e-3)
 
 
 # --- exercises --------------------------------------------------------------------------------
@@ -159,16 +215,25 @@ def test_check_zeroed_in_group(ckpt):
 
 
 def test_check_mlp_down_cosine(encoder64, ckpt, data):
-    texts = [c["text"] for c in data["corpus"]]
+    texts = [s["text"] for s in data["corpus"] + data["queries"]]
     quant = encoder64.with_weights(models.fake_quantize(ckpt, "tensor", bits=8, roles=["mlp_down"]))
     answer = models.cosine_similarity(encoder64.encode(texts), quant.encode(texts)).mean()
-    assert rl.check_mlp_down_cosine(answer, encoder64, ckpt, data)
+    ok = rl.check_mlp_down_cosine(answer, encoder64, ckpt, data)
+    assert ok
     assert rl.check_mlp_down_cosine(answer + 2e-6, encoder64, ckpt, data)  # float32 round-off
     assert not rl.check_mlp_down_cosine("x", encoder64, ckpt, data)
-    every = rl._corpus_cosine(encoder64, ckpt, data, 8, "tensor", models.LINEAR_ROLES)
+    # the comparison it prints is the int8 per-tensor row of compare_embeddings
+    table, _ = rl.compare_embeddings(encoder64, ckpt, data, settings=[(8, "tensor")])
+    assert f"({table.rows[0][2]:.6f}, the int8 per-tensor row" in ok.message
+    every = rl._sentences_cosine(encoder64, ckpt, data, 8, "tensor", models.LINEAR_ROLES)
     assert "every linear layer" in rl.check_mlp_down_cosine(every, encoder64, ckpt, data).message
-    g128 = rl._corpus_cosine(encoder64, ckpt, data, 8, 128, ["mlp_down"])
+    corpus_only = rl._sentences_cosine(encoder64, ckpt, data, 8, "tensor", ["mlp_down"],
+                                       which="corpus")
+    assert "queries" in rl.check_mlp_down_cosine(corpus_only, encoder64, ckpt, data).message
+    g128 = rl._sentences_cosine(encoder64, ckpt, data, 8, 128, ["mlp_down"])
     assert "group size 128" in rl.check_mlp_down_cosine(g128, encoder64, ckpt, data).message
+    low = rl._sentences_cosine(encoder64, ckpt, data, 8, "tensor", ["mlp_down"], stat="min")
+    assert "minimum" in rl.check_mlp_down_cosine(low, encoder64, ckpt, data).message
     assert not rl.check_mlp_down_cosine(0.5, encoder64, ckpt, data)
 
 

@@ -6,13 +6,13 @@ Everything the notebook ``04_real_llm_layers.ipynb`` computes or draws:
 * :func:`column_absmax`, :func:`outlier_channels`, :func:`recurring_channels`,
   :func:`plot_role_histograms`, :func:`plot_channel_ranges`: weight distributions per role,
   per-channel ranges and outlier channels;
-* :func:`sweep_linear_layers`, :func:`backoff_table`, :func:`role_pivot`,
+* :func:`sweep_linear_layers`, :func:`backoff_table`, :func:`role_pivot`, :func:`bits_gap`,
   :func:`plot_error_heatmap`, :func:`memory_summary`: every linear layer at several group
   sizes and bit widths, through :func:`gqlearn.models.explore`;
 * :func:`reference_check`, :func:`compare_embeddings`, :func:`search_changes`: what
   quantization does to the sentence embeddings and to a small semantic search;
-* :func:`llama_memory`: the same accounting on paper for LLaMA-2 7B/13B/70B
-  (:mod:`gqlearn.memory`);
+* :func:`where_the_bytes_are`: MiniLM's whole-model ratio against LLaMA-2's (whose full
+  accounting is notebook 03's, :mod:`gqlearn.memory`);
 * :func:`show_tensor` / :func:`tensor_explorer`: the widget and its static fallback;
 * ``check_*``: the exercise checkers.
 """
@@ -33,29 +33,53 @@ from ..models import (LINEAR_ROLES, Checkpoint, SentenceEncoder, cosine_similari
                       fake_quantize, load_reference_embeddings, open_checkpoint,
                       quantize_tensor)
 from ..models.explorer import natural_key, parse_group_size, resolve_group_size
-from ..models.roles import ROLES, classify, short_name, should_quantize
+from ..models.roles import ROLES, classify, layer_index, short_name, should_quantize
 from .single_scale import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
     from matplotlib.figure import Figure
 
-__all__ = ["GROUP_SIZES", "BITS", "config_table", "role_inventory", "weight_stats",
-           "column_absmax", "outlier_channels", "recurring_channels", "plot_role_histograms",
-           "plot_channel_ranges", "setting_label", "sweep_linear_layers", "backoff_table",
-           "role_pivot", "heatmap_data", "plot_error_heatmap", "memory_summary",
-           "reference_check", "EMBEDDING_SETTINGS", "compare_embeddings", "search_changes",
-           "llama_memory", "show_tensor", "tensor_explorer", "OUTLIER_TENSOR",
-           "EXERCISE_GROUP", "EXERCISE_BITS", "check_zeroed_in_group", "check_mlp_down_cosine",
-           "check_linear_bytes"]
+__all__ = ["GROUP_SIZES", "BITS", "READS_HIDDEN", "WRITES_HIDDEN", "config_table",
+           "role_inventory", "weight_stats", "column_absmax", "outlier_channels",
+           "recurring_channels", "plot_role_histograms", "plot_channel_ranges",
+           "setting_label", "sweep_linear_layers", "backoff_table", "role_pivot", "bits_gap",
+           "heatmap_data", "plot_error_heatmap", "memory_summary", "reference_check",
+           "EMBEDDING_SETTINGS", "compare_embeddings", "search_changes", "where_the_bytes_are",
+           "show_tensor", "tensor_explorer", "OUTLIER_TENSOR", "EXERCISE_GROUP", "EXERCISE_BITS",
+           "check_zeroed_in_group", "check_mlp_down_cosine", "check_linear_bytes"]
 
-# The settings of the layer sweep: group sizes (256 backs off on 384-wide rows) and per tensor.
-GROUP_SIZES: tuple[int | str, ...] = (32, 64, 128, 256, "tensor")
+# The settings of the layer sweep: group sizes (256 backs off on 384-wide rows), one scale per
+# row and one per tensor.
+GROUP_SIZES: tuple[int | str, ...] = (32, 64, 128, 256, "row", "tensor")
 BITS = (8, 4)
+
+# Matrices whose input channels (columns) are the hidden state's dimensions, and matrices whose
+# output rows are: the residual stream is read by q, k, v, gate and up, written by o and down.
+# (The columns of ``attn_o`` are attention-head features and those of ``mlp_down`` the MLP's
+# intermediate features, so they do not count as hidden dimensions.)
+READS_HIDDEN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "mlp_gate", "mlp_up", "embedding",
+                "lm_head")
+WRITES_HIDDEN = ("attn_o", "mlp_down")
 
 
 def _checkpoint(model: str | os.PathLike[str] | Checkpoint) -> Checkpoint:
     return model if isinstance(model, Checkpoint) else open_checkpoint(model)
+
+
+def _label(name: str) -> str:
+    """:func:`short_name`, with embedding tables shortened too.
+
+    >>> _label("encoder.layer.3.attention.self.query.weight")
+    'L3.attn_q'
+    >>> _label("embeddings.position_embeddings.weight")
+    'position emb'
+    """
+    short = short_name(name)
+    if short == name and classify(name) == "embedding":
+        last = name.removesuffix(".weight").rsplit(".", 1)[-1]
+        return last.removesuffix("_embeddings") + " emb"
+    return short
 
 
 # --------------------------------------------------------------------------------------------
@@ -74,10 +98,12 @@ def config_table(model_dir: str | os.PathLike[str]) -> Table:
                  formats={"value": "g"})
 
 
-def role_inventory(model: str | os.PathLike[str] | Checkpoint) -> Table:
-    """Tensors per role: count, shapes, parameters, share of the model, and whether the
-    explorer quantizes them by default (``mixed``: some yes, e.g. BERT's pooler matrix, some
-    no, e.g. the integer ``position_ids``).  No tensor data is read, only the headers.
+def role_inventory(model: str | os.PathLike[str] | Checkpoint,
+                   chapter_roles: Sequence[str] = LINEAR_ROLES) -> Table:
+    """Tensors per role: count, shapes, parameters, share of the model, whether the explorer
+    quantizes them by default (``mixed``: some yes, e.g. BERT's pooler matrix, some no, e.g.
+    the integer ``position_ids``) and whether the chapter does (``chapter_roles``: the linear
+    layers).  No tensor data is read, only the headers.
     """
     ckpt = _checkpoint(model)
     total = ckpt.n_parameters
@@ -90,10 +116,12 @@ def role_inventory(model: str | os.PathLike[str] | Checkpoint) -> Table:
         params = sum(i.size for i in infos)
         q = [should_quantize(i.name, i.shape, i.is_float) for i in infos]
         rows.append((role, len(infos), ", ".join(shapes), params, 100 * params / total,
-                     "quantized" if all(q) else "kept" if not any(q) else "mixed"))
-    rows.append(("total", len(ckpt), "", total, 100.0, ""))
-    return Table(("role", "tensors", "shapes", "parameters", "% of params", "explorer"),
-                 tuple(rows), formats={"% of params": ".2f"})
+                     "quantized" if all(q) else "kept" if not any(q) else "mixed",
+                     "quantized" if role in chapter_roles else "float"))
+    rows.append(("total", len(ckpt), "", total, 100.0, "", ""))
+    return Table(("role", "tensors", "shapes", "parameters", "% of params",
+                  "explorer default", "this chapter"), tuple(rows),
+                 formats={"% of params": ".2f"})
 
 
 def _linear_names(ckpt: Checkpoint) -> list[str]:
@@ -119,7 +147,7 @@ def weight_stats(model: str | os.PathLike[str] | Checkpoint,
         amax = float(np.abs(w).max())
         kurt = float(np.mean((w - w.mean()) ** 4) / std ** 4)
         worst = max(names, key=lambda n: float(np.abs(ckpt[n]).max()))
-        rows.append((role, len(names), std, amax, amax / std, kurt, short_name(worst)))
+        rows.append((role, len(names), std, amax, amax / std, kurt, _label(worst)))
     return Table(("role", "tensors", "std", "max |w|", "max/std", "kurtosis", "largest in"),
                  tuple(rows), formats={"std": ".4f", "max |w|": ".3f", "max/std": ".1f",
                                        "kurtosis": ".1f"})
@@ -155,40 +183,67 @@ def outlier_channels(model: str | os.PathLike[str] | Checkpoint, top: int = 1,
                  formats={"max |w|": ".3f", "median": ".3f", "ratio": ".1f"})
 
 
-def recurring_channels(model: str | os.PathLike[str] | Checkpoint, top: int = 3,
-                       min_count: int = 3) -> Table:
-    """Hidden dimensions that are among the ``top`` largest channels of several matrices.
+def _layers_by_role(hits: Sequence[tuple[str, int | None]]) -> str:
+    """``[("attn_k", 0), ("attn_k", 2), ("mlp_up", 1)]`` -> ``"attn_k L0,2; mlp_up L1"``."""
+    by_role: dict[str, list[int]] = {}
+    for role, layer in hits:
+        by_role.setdefault(role, []).append(-1 if layer is None else layer)
+    return "; ".join(f"{role} L" + ",".join(str(i) for i in sorted(layers))
+                     for role, layers in by_role.items())
 
-    Only matrices whose input is the hidden state (width ``hidden_size``) count, including the
-    token embeddings (whose columns are hidden dimensions too).
+
+def recurring_channels(model: str | os.PathLike[str] | Checkpoint, top: int = 3,
+                       min_count: int = 4) -> Table:
+    """Hidden dimensions that stand out in many matrices.
+
+    A hidden dimension is an input channel (column) of the matrices that read the hidden state
+    (:data:`READS_HIDDEN`: q, k, v, up and the embedding tables, whose columns are hidden
+    dimensions too) and an output row of those that write it (:data:`WRITES_HIDDEN`: o and
+    down).  For each matrix, the ``top`` columns (or rows) with the largest ``|w|`` are
+    counted; dimensions counted at least ``min_count`` times are listed, most frequent first.
     """
     ckpt = _checkpoint(model)
-    hidden = ckpt.info("embeddings.word_embeddings.weight").shape[-1] if (
-        "embeddings.word_embeddings.weight" in ckpt) else None
-    counts: dict[int, list[str]] = {}
+    hits: dict[int, dict[str, list]] = {}
     for name in sorted(ckpt, key=natural_key):
         info = ckpt.info(name)
-        if info.ndim != 2 or not info.is_float or classify(name) not in (*LINEAR_ROLES,
-                                                                          "embedding"):
+        role = classify(name)
+        if info.ndim != 2 or not info.is_float or role not in (*READS_HIDDEN, *WRITES_HIDDEN):
             continue
-        if hidden is not None and info.shape[-1] != hidden:
-            continue
-        cm = column_absmax(ckpt[name])
-        for c in np.argsort(-cm, kind="stable")[:top]:
-            counts.setdefault(int(c), []).append(short_name(name))
-    rows = sorted(((c, len(v), ", ".join(v)) for c, v in counts.items() if len(v) >= min_count),
-                  key=lambda r: (-r[1], r[0]))
-    return Table(("hidden dim", "matrices", "where (top-3 channel)"), tuple(rows))
+        w = np.abs(ckpt[name])
+        reads = role in READS_HIDDEN
+        amax = w.max(axis=0 if reads else 1)
+        for c in np.argsort(-amax, kind="stable")[:top]:
+            kind = ("emb" if role == "embedding" else "col") if reads else "row"
+            hits.setdefault(int(c), {"emb": [], "col": [], "row": []})[kind].append(
+                _label(name).removesuffix(" emb") if role == "embedding"
+                else (role, layer_index(name)))
+    rows = []
+    for c, h in hits.items():
+        n = sum(len(v) for v in h.values())
+        if n >= min_count:
+            rows.append((c, n, ", ".join(h["emb"]), _layers_by_role(h["col"]),
+                         _layers_by_role(h["row"])))
+    rows.sort(key=lambda r: (-r[1], r[0]))
+    return Table(("hidden dim", "matrices", "embedding tables", f"top-{top} column of",
+                  f"top-{top} row of"), tuple(rows))
 
 
 # --------------------------------------------------------------------------------------------
 # Sweeping every linear layer
 # --------------------------------------------------------------------------------------------
 
-def setting_label(bits: int, group_size: int | str) -> str:
-    """``"8b g128"``, ``"4b tensor"``."""
+def _group_label(group_size: int | str) -> str:
     g = parse_group_size(group_size)
-    return f"{bits}b " + ("tensor" if g == "tensor" else "row" if g == "row" else f"g{g}")
+    return "per-tensor" if g == "tensor" else "per-row" if g == "row" else f"g={g}"
+
+
+def setting_label(bits: int, group_size: int | str) -> str:
+    """The course's name for a setting.
+
+    >>> setting_label(8, 128), setting_label(4, "row"), setting_label(8, "tensor")
+    ('int8 g=128', 'int4 per-row', 'int8 per-tensor')
+    """
+    return f"int{bits} {_group_label(group_size)}"
 
 
 def sweep_linear_layers(model: str | os.PathLike[str] | Checkpoint,
@@ -199,12 +254,14 @@ def sweep_linear_layers(model: str | os.PathLike[str] | Checkpoint,
     Returns
     -------
     list of dict
-        One row per (setting, tensor) with ``setting`` (``"8b g256*"``: ``*`` when some tensors
-        backed off to a smaller group size), ``bits``, ``requested``, the explorer's
+        One row per (setting, tensor) with ``setting`` (``"int8 g=256*"``: ``*`` when some
+        tensors backed off to a smaller group size), ``bits``, ``requested``, the explorer's
         fields (``name``, ``role``, ``shape``, ``group_size``, ``backed_off``,
         ``max_abs_error``, ``mean_abs_error``, ``rms_error``, ``sqnr_db``, ``zeroed_fraction``,
-        ``bytes_before``, ``bytes_after``), ``label`` (``L3.attn_q``) and ``totals`` (the
-        explorer's totals for the whole model, the same dict on each row of a setting).
+        ``bytes_before``, ``bytes_after``), the float64 sums ``sum_sq_error`` and
+        ``sum_sq_signal`` (error and signal power times the size), ``label`` (``L3.attn_q``)
+        and ``totals`` (the explorer's totals for the whole model, the same dict on each row of
+        a setting).
     """
     ckpt = _checkpoint(model)
     rows = []
@@ -218,7 +275,8 @@ def sweep_linear_layers(model: str | os.PathLike[str] | Checkpoint,
                     continue
                 d = r.to_dict()
                 d.update(setting=label, bits=b, requested=parse_group_size(g),
-                         label=short_name(r.name), totals=totals)
+                         label=short_name(r.name), totals=totals,
+                         sum_sq_error=r.sum_sq_error, sum_sq_signal=r.sum_sq_signal)
                 rows.append(d)
     return rows
 
@@ -238,30 +296,57 @@ def backoff_table(model: str | os.PathLike[str] | Checkpoint, requested: int = 2
                  notes=(f"requested group size {requested}; groups run along each row",))
 
 
+def _pooled_sqnr(sel: Sequence[Mapping[str, Any]]) -> float:
+    """SQNR of several tensors together: ``10 log10(sum signal power / sum error power)``."""
+    return float(10 * np.log10(sum(r["sum_sq_signal"] for r in sel)
+                               / sum(r["sum_sq_error"] for r in sel)))
+
+
 def role_pivot(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db",
                fmt: str = ".1f") -> Table:
-    """Mean of ``value`` per role (rows) and setting (columns); SQNR is pooled as a power mean.
+    """``value`` per setting (one row each) and role (one column each), layers pooled.
 
-    For ``sqnr_db`` the role's SQNR is computed from the pooled noise and signal powers
-    (``10 log10(sum signal / sum noise)``) rather than averaging decibels.
+    For ``sqnr_db`` the role's SQNR is computed from the pooled error and signal powers
+    (``10 log10(sum signal / sum error)``) rather than by averaging decibels; any other
+    ``value`` is averaged over the role's tensors.
     """
     settings = list(dict.fromkeys(r["setting"] for r in rows))
     roles = [role for role in ROLES if any(r["role"] == role for r in rows)]
     table_rows = []
-    for role in roles:
-        cells: list[Any] = [role]
-        for s in settings:
+    for s in settings:
+        cells: list[Any] = [s]
+        for role in roles:
             sel = [r for r in rows if r["role"] == role and r["setting"] == s]
-            if value == "sqnr_db":
-                # per tensor: noise power = rms² · n, signal power = noise · 10^(sqnr / 10)
-                noise = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) for r in sel)
-                signal = sum(r["rms_error"] ** 2 * np.prod(r["shape"]) * 10 ** (r["sqnr_db"] / 10)
-                             for r in sel)
-                cells.append(float(10 * np.log10(signal / noise)))
-            else:
-                cells.append(float(np.mean([r[value] for r in sel])))
+            cells.append(_pooled_sqnr(sel) if value == "sqnr_db"
+                         else float(np.mean([r[value] for r in sel])))
         table_rows.append(tuple(cells))
-    return Table(("role", *settings), tuple(table_rows), formats={s: fmt for s in settings})
+    return Table(("setting", *roles), tuple(table_rows), formats={r: fmt for r in roles})
+
+
+def bits_gap(rows: Sequence[Mapping[str, Any]], high: int = 8, low: int = 4) -> Table:
+    """SQNR at ``high`` bits minus SQNR at ``low`` bits, per grouping (rows) and role.
+
+    If the error were only the rounding on a grid ``qmax_high / qmax_low`` times finer, the gap
+    would be ``20 log10(qmax_high / qmax_low)`` dB everywhere (the first note line); it falls
+    short where the coarse grid rounds most weights to 0 and the error stops scaling with the
+    step.
+    """
+    q_hi, q_lo = 2 ** (high - 1) - 1, 2 ** (low - 1) - 1
+    roles = [role for role in ROLES if any(r["role"] == role for r in rows)]
+    groupings = list(dict.fromkeys(r["requested"] for r in rows if r["bits"] == high))
+    out = []
+    for g in groupings:
+        cells: list[Any] = [_group_label(g)]
+        for role in roles:
+            sqnr = {b: _pooled_sqnr([r for r in rows if r["role"] == role and r["bits"] == b
+                                     and r["requested"] == g]) for b in (high, low)}
+            cells.append(sqnr[high] - sqnr[low])
+        out.append(tuple(cells))
+    note = (f"grid step at {low} bits / at {high} bits = {q_hi}/{q_lo} = {q_hi / q_lo:.2f}: "
+            f"20 log10({q_hi}/{q_lo}) = {20 * np.log10(q_hi / q_lo):.2f} dB expected; measured "
+            f"SQNR(int{high}) - SQNR(int{low}) in dB:")
+    return Table(("grouping", *roles), tuple(out), notes=(note,),
+                 formats={r: ".1f" for r in roles})
 
 
 def heatmap_data(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db"
@@ -297,9 +382,11 @@ def plot_error_heatmap(rows: Sequence[Mapping[str, Any]], value: str = "sqnr_db"
     return fig
 
 
-def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """Per setting: bits per linear weight, bytes of the linear layers, and the whole model
-    (embeddings, norms and biases kept in float32) against float32."""
+def memory_summary(rows: Sequence[Mapping[str, Any]], culprit: str = "mlp_down") -> Table:
+    """Per setting: bits per linear weight, bytes of the linear layers, the whole model
+    (embeddings, norms and biases kept in float32) against float32, the SQNR of all linear
+    layers together, and the share of their error power that comes from the ``culprit``
+    role."""
     out = []
     for s in dict.fromkeys(r["setting"] for r in rows):
         sel = [r for r in rows if r["setting"] == s]
@@ -307,13 +394,16 @@ def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
         lin_before = sum(r["bytes_before"] for r in sel)
         lin_after = sum(r["bytes_after"] for r in sel)
         n = sum(int(np.prod(r["shape"])) for r in sel)
+        share = (sum(r["sum_sq_error"] for r in sel if r["role"] == culprit)
+                 / sum(r["sum_sq_error"] for r in sel))
         out.append((s, 8 * lin_after / n, lin_before, lin_after, t["bytes_after"],
-                    t["bytes_before"] / t["bytes_after"], t["sqnr_db"]))
+                    t["bytes_before"] / t["bytes_after"], _pooled_sqnr(sel), 100 * share))
     return Table(("setting", "bits/weight", "linear bytes", "-> quantized", "whole model",
-                  "x smaller", "SQNR dB"), tuple(out),
-                 formats={"bits/weight": ".3f", "x smaller": ".2f", "SQNR dB": ".2f"},
+                  "x smaller", "SQNR dB", f"% of error in {culprit}"), tuple(out),
+                 formats={"bits/weight": ".3f", "x smaller": ".2f", "SQNR dB": ".2f",
+                          f"% of error in {culprit}": ".1f"},
                  notes=("whole model: quantized linear layers + embeddings, norms and biases "
-                        "in float32",))
+                        "in float32; SQNR of the linear layers together",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,6 +426,8 @@ def plot_role_histograms(model: str | os.PathLike[str] | Checkpoint,
         ax.hist(w, bins=bins, range=(-lim, lim), color="C0")
         ax.set_yscale("log")
         ax.set_title(f"{role} ({len(names)} tensors)", fontsize=9)
+        ax.set_xlabel("weight value", fontsize=8)
+        ax.set_ylabel("count (log)", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in axes.ravel()[len(roles):]:
         ax.axis("off")
@@ -407,8 +499,9 @@ def compare_embeddings(encoder: SentenceEncoder, model: str | os.PathLike[str] |
     -------
     table : Table
         Per setting: bits per linear weight, mean and minimum cosine similarity to the
-        unquantized embeddings (all 40 sentences), and how many queries keep the same top-1 and
-        the same top-3 results in the semantic search.
+        unquantized embeddings (all sentences: corpus and queries), and how many queries keep
+        the same top-1 and the same top-3 results in the semantic search.  Its note counts the
+        sentences.
     rankings : dict
         ``"float"`` and each setting label: the ``(n_queries, n_corpus)`` ranking.
     """
@@ -432,15 +525,23 @@ def compare_embeddings(encoder: SentenceEncoder, model: str | os.PathLike[str] |
         n_scales = sum(w.size // resolve_group_size(w.shape, g) for w in weights.values())
         rows.append((label, bits + 32 * n_scales / n_params, float(cos.mean()),
                      float(cos.min()), f"{top1}/{len(queries)}", f"{top3}/{len(queries)}"))
+    n_topics = len({c["topic"] for c in data["corpus"]})
+    note = (f"{len(corpus)} corpus sentences in {n_topics} topics + {len(queries)} queries = "
+            f"{len(corpus) + len(queries)} sentences; search: each query ranks the "
+            f"{len(corpus)} corpus sentences")
     table = Table(("setting", "bits/weight", "mean cos", "min cos", "same top-1", "same top-3"),
                   tuple(rows), formats={"bits/weight": ".3f", "mean cos": ".6f",
-                                        "min cos": ".6f"})
+                                        "min cos": ".6f"}, notes=(note,))
     return table, rankings
 
 
 def search_changes(data: Mapping[str, Any], rankings: Mapping[str, np.ndarray],
-                   setting: str, k: int = 3) -> Table:
-    """Each query's top-``k`` corpus sentences, unquantized and at ``setting``."""
+                   setting: str, k: int = 3, only_changed: bool = True) -> Table:
+    """Each query's top-``k`` corpus sentences, unquantized and at ``setting``.
+
+    With ``only_changed`` (default) only the queries whose top ``k`` changed are listed; the
+    note says how many kept theirs.
+    """
     corpus = data["corpus"]
 
     def short(i: int) -> str:
@@ -448,37 +549,62 @@ def search_changes(data: Mapping[str, Any], rankings: Mapping[str, np.ndarray],
         return f"{i:2d} " + (text if len(text) <= 34 else text[:31] + "...")
 
     rows = []
+    n_same = 0
     for qi, query in enumerate(data["queries"]):
         base, quant = rankings["float"][qi, :k], rankings[setting][qi, :k]
+        same = bool((base == quant).all())
+        n_same += same
+        if same and only_changed:
+            continue
         for rank in range(k):
             text = query["text"] if len(query["text"]) <= 40 else query["text"][:37] + "..."
             rows.append((text if rank == 0 else "", rank + 1, short(base[rank]),
                          short(quant[rank]), "" if base[rank] == quant[rank] else "changed"))
-    return Table(("query", "rank", "float32 weights", setting, ""), tuple(rows))
+    n = len(data["queries"])
+    note = (f"{setting}: {n_same} of {n} queries keep their top {k} in order"
+            + (f"; the other {n - n_same}:" if only_changed and n_same < n else ""))
+    return Table(("query", "rank", "float32 weights", setting, ""), tuple(rows), notes=(note,))
 
 
 # --------------------------------------------------------------------------------------------
-# Scaling up on paper
+# Scaling up: where the bytes are
 # --------------------------------------------------------------------------------------------
 
-def llama_memory(group_sizes: Sequence[int] = (32, 64, 128, 256), bits: int = 8,
-                 baseline: str = "bfloat16") -> Table:
-    """:func:`gqlearn.memory.memory_table` for LLaMA-2 7B, 13B and 70B, as one table."""
+def where_the_bytes_are(model: str | os.PathLike[str] | Checkpoint, group_size: int = 128,
+                        bits: int = 8) -> Table:
+    """How much of a model gets quantized, and what that does to the whole model's size.
+
+    Rows: all-MiniLM-L6-v2 (float32) with its linear layers quantized, the same with the
+    embedding tables quantized too (the explorer's default), and LLaMA-2 7B, 13B and 70B
+    (bfloat16) with their linear layers quantized, counted by
+    :func:`gqlearn.memory.memory_table` from the published shapes.  Everything not quantized
+    stays in the checkpoint's dtype; scales are float32.  The LLaMA-2 accounting in full,
+    and the check of the seeds' "70B: 280 GB -> 70 GB", are notebook 03's (section 7).
+    """
     from ..memory import LLAMA2_CONFIGS, memory_table
 
+    ckpt = _checkpoint(model)
+    name = Path(ckpt.path).parent.name if Path(ckpt.path).is_file() else Path(ckpt.path).name
     rows = []
+    for what, roles in (("linear layers", LINEAR_ROLES), ("linear + embeddings", None)):
+        report = explore(ckpt, group_size, bits=bits, roles=roles)
+        q = [r for r in report.results if r.quantized]
+        t = report.totals
+        rows.append((name, what, "float32", f"{t['parameters'] / 1e6:.1f} M",
+                     100 * t["parameters_quantized"] / t["parameters"],
+                     sum(r.bytes_before for r in q) / sum(r.bytes_after for r in q),
+                     t["bytes_before"] / t["bytes_after"]))
     for shape in LLAMA2_CONFIGS.values():
-        for r in memory_table(shape, list(group_sizes), bits=bits, baseline=baseline):
-            rows.append((r["model"], r["group_size"], r["bits_per_weight"], r["baseline_gb"],
-                         r["quantized_gb"], r["scale_gb"], r["ratio"],
-                         100 * r["overhead_fraction"]))
-    return Table(("model", "group", "bits/weight", f"{baseline} GB", "quantized GB",
-                  "scales GB", "x smaller", "scales %"), tuple(rows),
-                 formats={"bits/weight": ".3f", f"{baseline} GB": ".2f",
-                          "quantized GB": ".2f", "scales GB": ".3f", "x smaller": ".2f",
-                          "scales %": ".2f"},
-                 notes=(f"{bits}-bit linear layers with float32 scales; embeddings, lm_head and "
-                        f"norms kept in {baseline}; GB = 1e9 bytes",))
+        r = memory_table(shape, [group_size], bits=bits, baseline="bfloat16")[0]
+        rows.append((shape.name, "linear layers", "bfloat16", f"{shape.n_params / 1e9:.2f} B",
+                     100 * shape.n_linear_params / shape.n_params, 16 / r["bits_per_weight"],
+                     r["ratio"]))
+    return Table(("model", "quantized", "checkpoint", "parameters", "% quantized",
+                  "part x smaller", "whole x smaller"), tuple(rows),
+                 formats={"% quantized": ".1f", "part x smaller": ".2f",
+                          "whole x smaller": ".2f"},
+                 notes=(f"{setting_label(bits, group_size)} with float32 scales; the rest kept "
+                        "in the checkpoint's dtype",))
 
 
 # --------------------------------------------------------------------------------------------
@@ -486,9 +612,14 @@ def llama_memory(group_sizes: Sequence[int] = (32, 64, 128, 256), bits: int = 8,
 # --------------------------------------------------------------------------------------------
 
 def show_tensor(model: str | os.PathLike[str] | Checkpoint, name: str,
-                group_size: int | str = 128, bits: int = 8, rows: int | None = None) -> Figure:
+                group_size: int | str = 128, bits: int = 8, rows: int | None = None,
+                top: int = 4) -> Figure:
     """One tensor quantized: its metrics, the per-group scales of its rows (the first ``rows``
-    if given), and the error histogram.  Prints one line of metrics and returns the figure."""
+    if given), and the error histogram.
+
+    Prints one line of metrics and one naming the ``top`` rows with the largest group scale
+    (against the median group scale), and returns the figure.
+    """
     plt = _plt()
     ckpt = _checkpoint(model)
     w = ckpt[name]
@@ -499,8 +630,15 @@ def show_tensor(model: str | os.PathLike[str] | Checkpoint, name: str,
           f" (group {r.group_size}{', backed off' if r.backed_off else ''}): max err "
           f"{r.max_abs_error:.2e}, mean err {r.mean_abs_error:.2e}, SQNR {r.sqnr_db:.2f} dB, "
           f"zeroed {100 * r.zeroed_fraction:.2f}%, {r.bytes_before:,} -> {r.bytes_after:,} bytes")
+    scales = qt.scales.reshape(qt.scales.shape[0], -1)
+    if scales.shape[0] == w.shape[0] > 1:  # not per tensor: scales row by row
+        row_max = scales.max(axis=1).astype(np.float64)
+        median = float(np.median(scales.astype(np.float64)))
+        print("rows with the largest group scale (x the median scale): " + ", ".join(
+            f"{i} ({row_max[i] / median:.1f}x)"
+            for i in np.argsort(-row_max, kind="stable")[:top]))
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 3.6))
-    scales = qt.scales.reshape(qt.scales.shape[0], -1)[:rows]
+    scales = scales[:rows]
     from matplotlib.colors import LogNorm
 
     im = a.imshow(scales, aspect="auto", cmap="magma", interpolation="nearest",
@@ -519,8 +657,17 @@ def show_tensor(model: str | os.PathLike[str] | Checkpoint, name: str,
 
 
 def tensor_explorer(model: str | os.PathLike[str] | Checkpoint) -> ipywidgets.Widget:
-    """Pick a linear layer, a group size and a bit width; see :func:`show_tensor`."""
+    """Pick a linear layer, a group size and a bit width; see :func:`show_tensor`.
+
+    The widget needs a running kernel; where there is none (a stored notebook, a rendered
+    page) its plain-text form says so instead of dumping the widget's structure.
+    """
     import ipywidgets as widgets
+
+    class _TensorExplorer(widgets.interactive):
+        def __repr__(self) -> str:
+            return "[tensor explorer: a widget, live only with a running kernel]"
+
     from IPython.display import display
 
     plt = _plt()
@@ -528,7 +675,8 @@ def tensor_explorer(model: str | os.PathLike[str] | Checkpoint) -> ipywidgets.Wi
     names = _linear_names(ckpt)
     pick = widgets.Dropdown(options=[(short_name(n), n) for n in names], value=names[0],
                             description="tensor")
-    group = widgets.Dropdown(options=[32, 64, 128, 256, "row", "tensor"], value=128,
+    group = widgets.Dropdown(options=[(str(g), g) for g in (32, 64, 128, 256)]
+                             + [("per-row", "row"), ("per-tensor", "tensor")], value=128,
                              description="group size")
     bits = widgets.IntSlider(value=8, min=2, max=8, description="bits")
 
@@ -537,7 +685,7 @@ def tensor_explorer(model: str | os.PathLike[str] | Checkpoint) -> ipywidgets.Wi
         display(fig)
         plt.close(fig)
 
-    return widgets.interactive(update, name=pick, group_size=group, bits=bits)
+    return _TensorExplorer(update, name=pick, group_size=group, bits=bits)
 
 
 # --------------------------------------------------------------------------------------------
@@ -601,19 +749,27 @@ def check_zeroed_in_group(answer: object, model: str | os.PathLike[str] | Checkp
 _COS_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _corpus_cosine(encoder: SentenceEncoder, model: str | os.PathLike[str] | Checkpoint,
-                   data: Mapping[str, Any], bits: int, group_size: int | str,
-                   roles: Sequence[str], stat: str = "mean") -> float:
-    """Mean (or min) cosine similarity of the corpus embeddings, float vs quantized (cached)."""
+def _texts(data: Mapping[str, Any], which: str = "all") -> tuple[str, ...]:
+    """The sentences of ``data``: ``"all"`` (corpus, then queries, as
+    :func:`compare_embeddings` embeds them) or ``"corpus"``."""
+    items = list(data["corpus"]) + (list(data["queries"]) if which == "all" else [])
+    return tuple(item["text"] for item in items)
+
+
+def _sentences_cosine(encoder: SentenceEncoder, model: str | os.PathLike[str] | Checkpoint,
+                      data: Mapping[str, Any], bits: int, group_size: int | str,
+                      roles: Sequence[str], stat: str = "mean", which: str = "all") -> float:
+    """Mean (or min) cosine similarity of the sentences' embeddings, float vs quantized
+    (cached per encoder)."""
     cache = _COS_CACHE.setdefault(encoder, {})
-    corpus = tuple(c["text"] for c in data["corpus"])
+    texts = _texts(data, which)
     source = str(model.path if isinstance(model, Checkpoint) else model)
-    if corpus not in cache:
-        cache[corpus] = encoder.encode(list(corpus))
-    key = (corpus, source, bits, group_size, tuple(roles))
+    if texts not in cache:
+        cache[texts] = encoder.encode(list(texts))
+    key = (texts, source, bits, group_size, tuple(roles))
     if key not in cache:
         quant = encoder.with_weights(fake_quantize(model, group_size, bits=bits, roles=roles))
-        cache[key] = cosine_similarity(cache[corpus], quant.encode(list(corpus)))
+        cache[key] = cosine_similarity(cache[texts], quant.encode(list(texts)))
     cos = cache[key]
     return float(cos.mean() if stat == "mean" else cos.min())
 
@@ -621,31 +777,37 @@ def _corpus_cosine(encoder: SentenceEncoder, model: str | os.PathLike[str] | Che
 def check_mlp_down_cosine(answer: object, encoder: SentenceEncoder,
                           model: str | os.PathLike[str] | Checkpoint,
                           data: Mapping[str, Any]) -> Feedback:
-    """Exercise 2: mean cosine similarity over the 32 corpus sentences when only the six
-    ``mlp_down`` matrices are quantized, per tensor, at 8 bits (all else float)."""
+    """Exercise 2: mean cosine similarity over all the sentences (corpus and queries, as in
+    :func:`compare_embeddings`) when only the six ``mlp_down`` matrices are quantized, per
+    tensor, at 8 bits (all else float)."""
+    n = len(_texts(data))
     try:
         value = float(answer)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return wrong(f"Answer with a number (a mean cosine similarity), got {answer!r}.")
-    expected = _corpus_cosine(encoder, model, data, 8, "tensor", ["mlp_down"])
+    expected = _sentences_cosine(encoder, model, data, 8, "tensor", ["mlp_down"])
     if abs(value - expected) < 1e-5:
-        everything = _corpus_cosine(encoder, model, data, 8, "tensor", LINEAR_ROLES)
+        everything = _sentences_cosine(encoder, model, data, 8, "tensor", LINEAR_ROLES)
         return right(f"{expected:.6f}: the six mlp_down matrices alone (a third of the linear "
                      f"weights) cost almost as much as quantizing every linear layer per "
-                     f"tensor ({everything:.6f}); their outliers are the problem.")
+                     f"tensor ({everything:.6f}, the int8 per-tensor row of section 4); their "
+                     "outliers are the problem.")
     hints = [
-        ((8, "tensor", LINEAR_ROLES, "mean"), "That quantizes every linear layer; quantize "
-         "only the mlp_down ones (roles=['mlp_down'])."),
-        ((8, 128, ["mlp_down"], "mean"), "That is group size 128; the exercise asks for one "
-         "scale per tensor (group_size='tensor')."),
-        ((4, "tensor", ["mlp_down"], "mean"), "That is 4 bits; the exercise asks for 8."),
-        ((8, "tensor", ["mlp_down"], "min"), "That is the minimum; the exercise asks for the "
-         "mean over the 32 corpus sentences."),
+        ((8, "tensor", LINEAR_ROLES, "mean", "all"), "That quantizes every linear layer; "
+         "quantize only the mlp_down ones (roles=['mlp_down'])."),
+        ((8, "tensor", ["mlp_down"], "mean", "corpus"), "That averages over the corpus "
+         f"sentences only; include the queries: all {n} sentences, as section 4's table does."),
+        ((8, 128, ["mlp_down"], "mean", "all"), "That is group size 128; the exercise asks for "
+         "one scale per tensor (group_size='tensor')."),
+        ((4, "tensor", ["mlp_down"], "mean", "all"), "That is 4 bits; the exercise asks for 8."),
+        ((8, "tensor", ["mlp_down"], "min", "all"), "That is the minimum; the exercise asks for "
+         f"the mean over the {n} sentences."),
     ]
-    for (bits, g, roles, stat), msg in hints:
-        if abs(value - _corpus_cosine(encoder, model, data, bits, g, roles, stat)) < 1e-5:
+    for (bits, g, roles, stat, which), msg in hints:
+        if abs(value - _sentences_cosine(encoder, model, data, bits, g, roles, stat,
+                                         which)) < 1e-5:
             return wrong(msg)
-    return wrong("Embed the 32 corpus sentences with the float weights and with "
+    return wrong(f"Embed the {n} sentences with the float weights and with "
                  "encoder.with_weights(models.fake_quantize(..., 'tensor', bits=8, "
                  "roles=['mlp_down'])), then average models.cosine_similarity(a, b).")
 
