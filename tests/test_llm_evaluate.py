@@ -50,6 +50,37 @@ def test_setting_labels() -> None:
     assert Setting().label == "float"
     assert Setting(8, 32).label == "int8 g=32"
     assert Setting(3, None).label == "int3 per-tensor"
+    assert Setting(4, 32, asymmetric=True).label == "int4 asym g=32"
+
+
+def test_row_label_shows_backed_off_group_sizes(tiny: Llama) -> None:
+    ids = list(range(12))
+    ev = evaluate_quantization(tiny, ids, bits=(8,), group_sizes=(32, 64, None),
+                               baseline=("Q4_1 file", 5.0))
+    assert [r.label for r in ev.rows] == ["Q4_1 file", "int8 g=32\u219216/32",
+                                          "int8 g=64\u219216/32", "int8 per-tensor"]
+    assert ev.row("int8 g=32") is ev.row("int8 g=32\u219216/32") is ev.rows[1]
+    assert ev.baseline.bits_per_weight == 5.0 and ev.baseline.setting == Setting()
+    assert ev.table().splitlines()[2].startswith("Q4_1 file")
+
+
+def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
+    from gqlearn.llm.asymmetric import dequantize_minmax, quantize_minmax
+
+    qw = quantize_linear_weights(tiny, 4, 32, asymmetric=True)
+    w = tiny.weights["blk.0.ffn_down.weight"]
+    np.testing.assert_array_equal(qw.weights["blk.0.ffn_down.weight"],
+                                  dequantize_minmax(quantize_minmax(w, 32)))
+    n = sum(tiny.weights[k].size for k in tiny.linear_names())
+    down = sum(tiny.weights[k].size for k in tiny.linear_names() if "ffn_down" in k)
+    # float16 minimum and step per group: 32 bits per group
+    assert qw.bits_per_weight == pytest.approx(4 + 32 * ((n - down) / 16 + down / 32) / n)
+    pt = quantize_linear_weights(tiny, 4, None, asymmetric=True)
+    assert pt.group_sizes["blk.0.attn_q.weight"] == tiny.weights["blk.0.attn_q.weight"].size
+    ev = evaluate_quantization(tiny, list(range(20)), bits=(4,), group_sizes=(32,),
+                               asymmetric=True)
+    assert [r.label for r in ev.rows] == ["float", "int4 asym g=32\u219216/32"]
+    assert ev.rows[1].bits_per_weight == pytest.approx(qw.bits_per_weight)
 
 
 @pytest.mark.parametrize("bits", [8, 4, 3])
@@ -89,7 +120,7 @@ def test_evaluate_on_a_tiny_model(tiny: Llama) -> None:
                                prompt_ids=[1, 2, 3], max_new_tokens=4, progress=seen.append)
     assert isinstance(ev, QuantEvaluation)
     assert seen == ["float", "int8 g=32", "int8 per-tensor", "int2 g=32", "int2 per-tensor"]
-    assert [r.label for r in ev.rows] == seen
+    assert [r.setting.label for r in ev.rows] == seen
     base = ev.baseline
     assert base.perplexity == pytest.approx(perplexity(tiny.forward(ids), ids), rel=1e-6)
     assert (base.n_agree, base.n_positions, base.kl, base.bits_per_weight) == (39, 39, 0.0, 32.0)
@@ -120,11 +151,15 @@ def test_evaluate_on_a_tiny_model(tiny: Llama) -> None:
     with pytest.raises(KeyError, match="no row 'int5"):
         ev.row("int5 g=32")
     text = ev.table()
-    assert text.splitlines()[0].split()[:3] == ["setting", "groups", "used"]
+    assert text.splitlines()[0].split() == ["setting", "groups", "used", "bits/w", "perplexity",
+                                            "ppl", "ratio", "KL", "nats", "top-1", "agreement"]
+    ratio = ev.row("int8 g=32").perplexity / base.perplexity
+    assert f"{ratio:.3f}" in text.splitlines()[3] and "%" not in text.splitlines()[3][:60]
     assert "48:16, 96:32" in text and "48:all, 96:all" in text and "39/39" in text
     assert str(ev) == text
     rec = ev.to_records()
-    assert rec[1]["setting"] == "int8 g=32" and rec[1]["group_sizes_used"] == {48: 16, 96: 32}
+    assert rec[1]["setting"] == "int8 g=32\u219216/32" and rec[1]["group_size"] == 32
+    assert rec[1]["group_sizes_used"] == {48: 16, 96: 32} and rec[1]["asymmetric"] is False
 
 
 def test_smollm2_int8_keeps_predictions() -> None:

@@ -3,22 +3,27 @@
 Everything the notebook ``05_decoder_llm.ipynb`` computes or draws beyond the library call
 :func:`gqlearn.llm.evaluate_quantization`:
 
-* :func:`tensor_type_table`: what the GGUF file stores (Q4_1 matrices, a Q8_0 embedding, F32
-  norms);
+* :func:`tensor_type_table`, :func:`ggml_bits_per_weight`: what the GGUF file stores (Q4_1
+  matrices, a Q8_0 embedding, F32 norms) and what each type costs per weight;
 * :func:`distinct_per_block`, :func:`baseline_grid_table`: the honest baseline, i.e. the "float"
   weights are dequantized Q4_1, at most 16 distinct values per block of 32, and what
-  re-quantizing them on gqlearn's symmetric grids does to those levels;
+  re-quantizing them on gqlearn's symmetric grids (or on Q4_1's own asymmetric one) does to
+  those levels;
 * :func:`backoff_table`: which group size each matrix gets when a request does not divide
   its width (576 = 2^6 * 9);
 * :func:`rope_layout_table`: the empirical check that GGUF weights need RoPE on adjacent pairs;
-* :func:`time_forward`: seconds per forward pass;
+* :func:`context_table`: why the first tokens of a text have a higher perplexity;
+* :func:`time_forward`, :func:`peak_memory_gb`: seconds per forward pass, peak memory;
 * :func:`plot_quality`: perplexity and agreement against bits per weight;
+* :func:`flip_table`: where the top-1 token flips, and how noisy the agreement counts are;
+* :func:`scheme_table`: symmetric int4 against Q4_1's asymmetric scheme at equal storage;
 * ``check_*``: the exercise checkers.
 """
 
 from __future__ import annotations
 
 import math
+import sys
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -28,33 +33,49 @@ import numpy as np
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
-from ..llm import Llama, QuantEvaluation, perplexity, tensor_infos
+from ..llm import Llama, QuantEvaluation, perplexity, tensor_infos, token_log_probs
+from ..llm.asymmetric import dequantize_minmax, quantize_minmax
+from ..llm.evaluate import QuantRow
 from ..llm.llama import unpermute_qk
 from .single_scale import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure
 
-__all__ = ["rope_layout_table", "tensor_type_table", "distinct_per_block", "baseline_grid_table", "backoff_table",
-           "time_forward", "plot_quality", "count_scales", "check_perplexity",
-           "check_scale_count", "check_smallest_setting", "EXERCISE_REQUEST",
-           "AGREEMENT_THRESHOLD"]
+__all__ = ["rope_layout_table", "tensor_type_table", "ggml_bits_per_weight",
+           "distinct_per_block", "baseline_grid_table", "backoff_table", "context_table",
+           "time_forward", "peak_memory_gb", "plot_quality", "flip_table", "scheme_table", "count_scales", "model_megabytes",
+           "check_perplexity", "check_scale_count", "check_model_megabytes",
+           "EXERCISE_REQUEST"]
 
 Q4_1_BLOCK = 32  # weights per Q4_1 block (one float16 scale and one float16 minimum)
 
 
+def ggml_bits_per_weight(kind: str) -> float:
+    """Storage of a ggml type in bits per weight, from ``gguf.GGML_QUANT_SIZES``.
+
+    >>> ggml_bits_per_weight("Q4_1"), ggml_bits_per_weight("Q8_0"), ggml_bits_per_weight("F32")
+    (5.0, 8.5, 32.0)
+    """
+    import gguf
+
+    block, nbytes = gguf.GGML_QUANT_SIZES[gguf.GGMLQuantizationType[kind]]
+    return 8 * nbytes / block
+
+
 def tensor_type_table(path: Any) -> Table:
-    """How many tensors, and weights, the GGUF file stores in each ggml type."""
+    """How many tensors, and weights, the GGUF file stores in each ggml type, and the bits per
+    weight of each type (Q4_1: 32 4-bit codes, a float16 step and a float16 minimum per 32)."""
     counts: dict[str, list[int]] = {}
     for _, kind, shape in tensor_infos(path):
         entry = counts.setdefault(kind, [0, 0])
         entry[0] += 1
         entry[1] += math.prod(shape)
     total = sum(n for _, n in counts.values())
-    rows = tuple((kind, n, size, size / total) for kind, (n, size) in
-                 sorted(counts.items(), key=lambda kv: -kv[1][1]))
-    return Table(("ggml type", "tensors", "weights", "share"), rows,
-                 formats={"share": ".1%"})
+    rows = tuple((kind, n, size, size / total, ggml_bits_per_weight(kind)) for kind, (n, size)
+                 in sorted(counts.items(), key=lambda kv: -kv[1][1]))
+    return Table(("ggml type", "tensors", "weights", "share", "bits/w"), rows,
+                 formats={"share": ".1%", "bits/w": ".2f"})
 
 
 def distinct_per_block(w: np.ndarray, block: int = Q4_1_BLOCK) -> np.ndarray:
@@ -72,11 +93,13 @@ def _layer_matrices(model: Llama, layer: int) -> list[np.ndarray]:
 
 
 def baseline_grid_table(model: Llama, *, layer: int = 0, bits: Sequence[int] = (8, 4, 3),
-                        group_size: int = Q4_1_BLOCK) -> Table:
+                        group_size: int = Q4_1_BLOCK, asymmetric: bool = True) -> Table:
     """What re-quantizing dequantized Q4_1 weights does, block by block, for one layer.
 
     For each bit width, the layer's seven matrices are quantized with ``group_size`` (32 is
-    aligned with the Q4_1 blocks) and compared with the weights they came from.
+    aligned with the Q4_1 blocks) and compared with the weights they came from.  With
+    ``asymmetric`` a last row re-quantizes with Q4_1's own scheme
+    (:func:`gqlearn.llm.asymmetric.quantize_minmax`, 4 bits, float16 minimum and step).
 
     Columns: ``levels/block`` (mean distinct values per 32-block, at most 16 before),
     ``blocks intact`` (share of blocks whose distinct values all stay distinct),
@@ -89,15 +112,19 @@ def baseline_grid_table(model: Llama, *, layer: int = 0, bits: Sequence[int] = (
     step = (w.max(axis=1) - w.min(axis=1)) / 15
     step[step == 0] = 1.0
     rows = [("Q4_1 (the file)", "-", float(before.mean()), int(before.max()), 1.0, 0.0, 0.0, 0.0)]
-    for b in bits:
-        deq = np.concatenate([core.dequantize(core.quantize(m, group_size, bits=b))
-                              .reshape(-1, Q4_1_BLOCK) for m in mats])
+    grids: list[tuple[str, int, Any]] = [
+        (f"int{b}", 2 * core.qmax_for_bits(b) + 1,
+         lambda m, b=b: core.dequantize(core.quantize(m, group_size, bits=b))) for b in bits]
+    if asymmetric:
+        grids.append(("int4 asym", 16,
+                      lambda m: dequantize_minmax(quantize_minmax(m, group_size, bits=4))))
+    for label, codes, roundtrip in grids:
+        deq = np.concatenate([roundtrip(m).reshape(-1, Q4_1_BLOCK) for m in mats])
         after = distinct_per_block(deq)
         err = np.abs(deq - w) / step[:, None]
         rel = float(np.linalg.norm(deq - w) / np.linalg.norm(w))
-        rows.append((f"int{b}", 2 * core.qmax_for_bits(b) + 1, float(after.mean()),
-                     int(after.max()), float((after == before).mean()), float(err.max()),
-                     float(err.mean()), rel))
+        rows.append((label, codes, float(after.mean()), int(after.max()),
+                     float((after == before).mean()), float(err.max()), float(err.mean()), rel))
     return Table(("grid", "codes", "levels/block", "max levels", "blocks intact",
                   "max err / Q4_1 step", "mean err / Q4_1 step", "rel. error"),
                  tuple(rows),
@@ -153,6 +180,44 @@ def rope_layout_table(model: Llama, ids: Sequence[int]) -> Table:
                  notes=(f"{len(ids)} tokens",), formats={"perplexity": ".2f"})
 
 
+def context_table(model: Llama, ids: Sequence[int], *, first: int = 64,
+                  window: tuple[int, int] = (200, 264)) -> Table:
+    """Perplexity of the whole text, of its first ``first`` tokens, and of the tokens
+    ``ids[a:b]`` (``window``) scored in place (after ``a`` tokens of context) and alone.
+
+    One forward pass over the whole text gives every prediction in context (the model is
+    causal, so the first ``first`` tokens score the same alone or in the full pass); a second
+    pass over the window alone shows the same tokens without the text before them.
+    """
+    a, b = window
+    if not 0 < a < b <= len(ids) or first > len(ids):
+        raise ValueError(f"need 0 < a < b <= {len(ids)} and first <= {len(ids)}; got window "
+                         f"{window}, first {first}")
+    lp = token_log_probs(model.forward(ids), ids)
+
+    def ppl(x: np.ndarray) -> float:
+        return float(np.exp(-x.mean()))
+
+    rows = (("whole text", len(ids), ppl(lp)),
+            (f"first {first} tokens", first, ppl(lp[:first - 1])),
+            (f"tokens {a}-{b - 1}, after {a} tokens of text", b - a, ppl(lp[a:b - 1])),
+            (f"tokens {a}-{b - 1}, alone", b - a,
+             perplexity(model.forward(ids[a:b]), ids[a:b])))
+    return Table(("tokens scored", "tokens", "perplexity"), rows,
+                 formats={"perplexity": ".2f"})
+
+
+def peak_memory_gb() -> float:
+    """Peak resident memory of this process so far, in GB (10^9 bytes); nan where the
+    ``resource`` module is missing (Windows)."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - Windows
+        return math.nan
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1e9 if sys.platform == "darwin" else peak * 1024 / 1e9  # bytes / KiB
+
+
 def time_forward(model: Llama, ids: Sequence[int], repeat: int = 3) -> float:
     """Best of ``repeat`` wall-clock times of one full forward pass, in seconds."""
     best = math.inf
@@ -165,37 +230,94 @@ def time_forward(model: Llama, ids: Sequence[int], repeat: int = 3) -> float:
 
 def plot_quality(evaluation: QuantEvaluation) -> Figure:
     """Perplexity (log scale) and top-1 agreement against bits per weight, one line per
-    bit width, group sizes annotated; the float baseline as a dashed line."""
+    bit width, points labelled with the requested group size (``*``: backed off on some
+    matrices); the baseline as a star at its own bits per weight and a dashed line."""
     import matplotlib.pyplot as plt
 
-    fig, (ax_ppl, ax_agree) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax_ppl, ax_agree) = plt.subplots(1, 2, figsize=(11, 4.2))
     base = evaluation.baseline
     by_bits: dict[int, list[Any]] = {}
     for r in evaluation.rows[1:]:
         by_bits.setdefault(r.setting.bits, []).append(r)  # type: ignore[arg-type]
+    backed_off = False
     for b, rows in by_bits.items():
         rows = sorted(rows, key=lambda r: r.bits_per_weight)
         x = [r.bits_per_weight for r in rows]
         ax_ppl.plot(x, [r.perplexity for r in rows], "o-", label=f"int{b}")
         ax_agree.plot(x, [100 * r.agreement for r in rows], "o-", label=f"int{b}")
-        for r in rows:
-            tag = "pt" if r.setting.group_size is None else str(r.setting.group_size)
-            ax_ppl.annotate(tag, (r.bits_per_weight, r.perplexity), textcoords="offset points",
-                            xytext=(4, 4), fontsize=8)
-            ax_agree.annotate(tag, (r.bits_per_weight, 100 * r.agreement),
-                              textcoords="offset points", xytext=(4, 4), fontsize=8)
-    ax_ppl.axhline(base.perplexity, ls="--", color="gray", label="float (dequantized Q4_1)")
-    ax_agree.axhline(100, ls="--", color="gray")
+        for k, r in enumerate(rows):  # neighbours alternate above / below their point
+            if r.setting.group_size is None:  # the leftmost point: label to its left
+                tag, off, ha = "per-tensor", (-5, 5), "right"
+            else:
+                tag = str(r.setting.group_size) + ("*" if r.label != r.setting.label else "")
+                backed_off |= tag.endswith("*")
+                off, ha = ((4, 5) if k % 2 == 0 else (4, -12)), "left"
+            for ax, y in ((ax_ppl, r.perplexity), (ax_agree, 100 * r.agreement)):
+                ax.annotate(tag, (r.bits_per_weight, y), textcoords="offset points",
+                            xytext=off, fontsize=8, ha=ha)
+    for ax, y in ((ax_ppl, base.perplexity), (ax_agree, 100.0)):
+        ax.axhline(y, ls="--", color="gray", lw=0.8)
+        ax.plot([base.bits_per_weight], [y], "*", color="black", ms=11,
+                label=f"{base.label} (baseline)")
+        xs = [r.bits_per_weight for r in evaluation.rows[1:]]
+        ax.set_xlim(min(xs) - 0.8, max(xs) + 0.5)
+        ax.set_xlabel("bits per weight of the block matrices")
+        ax.legend(loc="best", fontsize=8)
     ax_ppl.set_yscale("log")
-    ax_ppl.set(xlabel="bits per weight (values + float32 scales)", ylabel="perplexity (log)",
-               title="Perplexity on the text")
-    ax_agree.set(xlabel="bits per weight (values + float32 scales)",
-                 ylabel="top-1 agreement with float (%)", title="Next-token agreement",
-                 ylim=(-5, 105))
-    ax_ppl.legend()
-    ax_agree.legend()
-    fig.tight_layout()
+    ax_ppl.set(ylabel="perplexity (log scale)", title="Perplexity on the text")
+    ax_agree.set(ylabel="top-1 agreement with the baseline (%)",
+                 title="Next-token agreement", ylim=(-5, 108))
+    note = "points: requested group size"
+    if backed_off:
+        note += ";  *: backed off to a smaller group size on some matrices"
+    fig.text(0.5, 0.01, note, ha="center", fontsize=8)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
+
+
+def flip_table(evaluation: QuantEvaluation, labels: Sequence[str]) -> Table:
+    """Where the settings ``labels`` flip the baseline's top-1 token.
+
+    Columns: KL (nats per token), positions flipped, how many of those lie where the
+    baseline's gap between its top two log-probabilities is below its median gap, the largest
+    gap at a flip, and the near-ties: positions whose gap is at most that largest gap.  Which
+    of the near-ties flip is close to luck, so counts of a few flips are noise.
+    """
+    margins = evaluation.float_margins
+    median = float(np.median(margins))
+    rows = []
+    for label in labels:
+        r = evaluation.row(label)
+        gaps = margins[list(r.disagree_at)]
+        top = float(gaps.max()) if gaps.size else 0.0
+        rows.append((r.label, r.kl, f"{len(gaps)}/{r.n_positions}",
+                     f"{int((gaps < median).sum())}/{len(gaps)}", top,
+                     int((margins <= top).sum()) if gaps.size else 0))
+    return Table(("setting", "KL nats", "flips", "flips at gap < median", "largest gap",
+                  "near-ties"), tuple(rows),
+                 notes=(f"baseline top-2 gap: median {median:.3f} nats over {margins.size} "
+                        f"positions; near-ties: positions with a gap <= the largest gap",),
+                 formats={"KL nats": ".5f", "largest gap": ".3f"})
+
+
+def scheme_table(symmetric: QuantEvaluation, asymmetric: QuantEvaluation, bits: int = 4) -> Table:
+    """Symmetric absmax against asymmetric min + scale rows, matched by bits and requested
+    group size: bits per weight, perplexity ratio to the baseline, KL and agreement."""
+    sym = {(r.setting.bits, r.setting.group_size): r for r in symmetric.rows[1:]}
+    rows = []
+    for a in asymmetric.rows[1:]:
+        s = sym.get((a.setting.bits, a.setting.group_size))
+        if a.setting.bits != bits or s is None:
+            continue
+        cost = (f"{s.bits_per_weight:.3f}" if abs(s.bits_per_weight - a.bits_per_weight) < 1e-9
+                else f"{s.bits_per_weight:.3f} / {a.bits_per_weight:.3f}")
+        rows.append((s.label, cost, s.perplexity / symmetric.baseline.perplexity,
+                     a.perplexity / asymmetric.baseline.perplexity, s.kl, a.kl,
+                     f"{s.agreement:.1%}", f"{a.agreement:.1%}"))
+    return Table(("setting", "bits/w", "ppl ratio sym", "ppl ratio asym", "KL sym", "KL asym",
+                  "agree sym", "agree asym"), tuple(rows),
+                 formats={"ppl ratio sym": ".3f", "ppl ratio asym": ".3f", "KL sym": ".4f",
+                          "KL asym": ".4f"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -203,11 +325,12 @@ def plot_quality(evaluation: QuantEvaluation) -> Figure:
 # --------------------------------------------------------------------------------------------
 
 EXERCISE_REQUEST = 128  # exercise 2: requested group size
-AGREEMENT_THRESHOLD = 0.95  # exercise 3
 
 
 def check_perplexity(answer: Any, log_probs: np.ndarray) -> Feedback:
     """Exercise 1: the perplexity from the per-token log-probabilities ``log_probs``."""
+    if answer is None:
+        return wrong("set answer to a number: the perplexity of these tokens.")
     lp = np.asarray(log_probs, dtype=np.float64)
     expected = math.exp(-lp.mean())
     if close_enough(answer, expected, rel=1e-4):
@@ -224,7 +347,8 @@ def check_perplexity(answer: Any, log_probs: np.ndarray) -> Feedback:
     for value, hint in hints:
         if math.isfinite(value) and close_enough(answer, value, rel=1e-4):
             return wrong(hint + ".")
-    return wrong("perplexity = exp(-mean(log_probs)).")
+    return wrong("perplexity is a number >= 1 built from the *mean* log-probability; see the "
+                 "definition in section 6.")
 
 
 def count_scales(model: Llama, requested: int) -> int:
@@ -239,6 +363,8 @@ def count_scales(model: Llama, requested: int) -> int:
 
 def check_scale_count(answer: Any, model: Llama, requested: int = EXERCISE_REQUEST) -> Feedback:
     """Exercise 2: how many scales the block matrices need at ``requested`` group size."""
+    if answer is None:
+        return wrong("set answer to a whole number: how many float32 scales.")
     expected = count_scales(model, requested)
     c = model.config
     n = sum(model.weights[k].size for k in model.linear_names())
@@ -256,30 +382,57 @@ def check_scale_count(answer: Any, model: Llama, requested: int = EXERCISE_REQUE
     for value, hint in hints:
         if value != expected and close_enough(answer, value, rel=0):
             return wrong(hint + ".")
-    return wrong("for each block matrix, weights / choose_group_size(width, requested); "
-                 f"add them up over all {len(model.linear_names())} matrices.")
+    return wrong("one scale per group: count the groups of every block matrix, with the group "
+                 "size each matrix actually gets.")
 
 
-def check_smallest_setting(answer: Any, evaluation: QuantEvaluation,
-                           threshold: float = AGREEMENT_THRESHOLD) -> Feedback:
-    """Exercise 3: the quantized setting with the fewest bits per weight whose top-1
-    agreement is at least ``threshold``; ``answer`` is its label, e.g. ``"int8 g=64"``."""
-    rows = evaluation.rows[1:]
-    ok = [r for r in rows if r.agreement >= threshold]
-    if not ok:
-        return wrong(f"no setting reaches {threshold:.0%} agreement in this table.")
-    best = min(ok, key=lambda r: r.bits_per_weight)
-    labels = {r.label: r for r in rows}
-    if not isinstance(answer, str) or answer.strip() not in labels:
-        return wrong(f"answer with a setting label from the table, e.g. {rows[0].label!r}.")
-    row = labels[answer.strip()]
-    if row.agreement < threshold:
-        return wrong(f"{row.label} agrees on {row.agreement:.1%} of positions, below "
-                     f"{threshold:.0%}.")
-    if row.bits_per_weight > best.bits_per_weight + 1e-9:
-        return wrong(f"{row.label} qualifies, but {best.label} also reaches {threshold:.0%} "
-                     f"with fewer bits per weight ({best.bits_per_weight:.3f} vs "
-                     f"{row.bits_per_weight:.3f}).")
-    return right(f"{row.label}: {row.bits_per_weight:.3f} bits per weight, "
-                 f"{row.agreement:.1%} agreement, perplexity {row.perplexity:.2f} "
-                 f"(float {evaluation.baseline.perplexity:.2f}).")
+def _norm_names(model: Llama) -> list[str]:
+    return [k for k, w in model.weights.items() if w.ndim == 1]
+
+
+def model_megabytes(model: Llama, block_bits: float, embedding_bits: float,
+                    norm_bits: float = 32.0) -> float:
+    """Size in MB (10^6 bytes) of ``model`` with its block matrices at ``block_bits``, the
+    embedding at ``embedding_bits`` and the 1-D norm weights at ``norm_bits`` per weight."""
+    blocks = sum(model.weights[k].size for k in model.linear_names())
+    embedding = model.weights["token_embd.weight"].size
+    norms = sum(model.weights[k].size for k in _norm_names(model))
+    return (blocks * block_bits + embedding * embedding_bits + norms * norm_bits) / 8e6
+
+
+def check_model_megabytes(answer: Any, model: Llama, row: QuantRow,
+                          embedding_bits: float) -> Feedback:
+    """Exercise 3: the whole model's size in MB with the block matrices stored as in ``row``,
+    the embedding at ``embedding_bits`` per weight and the norms in float32."""
+    if answer is None:
+        return wrong("set answer to a number of megabytes (10^6 bytes).")
+    expected = model_megabytes(model, row.bits_per_weight, embedding_bits)
+    share = model.weights["token_embd.weight"].size / model.n_parameters
+    if close_enough(answer, expected, rel=5e-4):
+        f32 = model_megabytes(model, 32, 32)
+        return right(f"{expected:.2f} MB: blocks at {row.bits_per_weight:.4f} bits/w, the "
+                     f"embedding at {embedding_bits:g} and the norms at 32; float32 would take "
+                     f"{f32:.1f} MB ({f32 / expected:.2f}x more).")
+    hints = [(model_megabytes(model, row.bits_per_weight, row.bits_per_weight,
+                              row.bits_per_weight),
+              f"only the block matrices are at {row.bits_per_weight:.4f} bits/w; the embedding "
+              f"stays at {embedding_bits:g} and the norms at 32"),
+             (model_megabytes(model, row.bits_per_weight, 32),
+              f"the embedding stays as stored in the file, at {embedding_bits:g} bits/w"),
+             (model_megabytes(model, row.bits_per_weight, embedding_bits, 0),
+              "add the norm weights (float32, the 1-D tensors)"),
+             (model_megabytes(model, row.bits_per_weight, 0),
+              f"add the token embedding ({share:.0%} of the weights)"),
+             (8 * expected, "that is in megabits: divide by 8 for bytes"),
+             (expected * 1e6 / 2**20, "that is in MiB (2^20 bytes); the question asks for MB "
+                                      "(10^6 bytes)")]
+    if row.setting.group_size is not None:
+        nominal = row.setting.bits + 32 / row.setting.group_size  # type: ignore[operator]
+        hints.append((model_megabytes(model, nominal, embedding_bits),
+                       f"{nominal:g} bits/w assumes group size {row.setting.group_size} on "
+                       f"every matrix; use the row's bits_per_weight (group sizes actually used)"))
+    for value, hint in hints:
+        if not close_enough(value, expected, rel=5e-4) and close_enough(answer, value, rel=5e-4):
+            return wrong(hint + ".")
+    return wrong("add up bits over the three kinds of tensors (block matrices, embedding, "
+                 "norms), each at its own bits per weight, then convert to bytes.")

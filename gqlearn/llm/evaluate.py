@@ -24,7 +24,12 @@ Group sizes run along each matrix's input axis (its rows, ``in_features`` long).
 group size that does not divide a matrix's width is reduced with
 :func:`gqlearn.choose_group_size` (largest power of two that divides): in SmolLM2 the widths are
 576 = 2^6 * 9 and 1536 = 2^9 * 3, so 128 and 256 back off to 64 on every matrix but
-``ffn_down``.  :attr:`QuantEvaluation.rows` reports the group sizes actually used.
+``ffn_down``.  :attr:`QuantEvaluation.rows` reports the group sizes actually used, and a row's
+label shows them when they differ from the request (``"int8 g=128\u219264/128"``).
+
+Asymmetric settings (``Setting(4, 32, asymmetric=True)``, label ``"int4 asym g=32"``) use
+:func:`gqlearn.llm.asymmetric.quantize_minmax` instead: a float16 minimum and step per group,
+llama.cpp's Q4_1 scheme at 4 bits.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ import numpy as np
 
 from ..core import dequantize, quantize
 from ..group_size import choose_group_size
+from .asymmetric import dequantize_minmax, quantize_minmax
 from .llama import Llama
 
 __all__ = ["Setting", "QuantizedWeights", "QuantRow", "QuantEvaluation", "quantize_linear_weights",
@@ -58,19 +64,21 @@ def load_sample_text() -> str:
 
 @dataclass(frozen=True)
 class Setting:
-    """One quantization setting: ``bits`` (None for the float baseline) and the requested
-    ``group_size`` (None for per-tensor: one scale for a whole matrix)."""
+    """One quantization setting: ``bits`` (None for the float baseline), the requested
+    ``group_size`` (None for per-tensor: one scale for a whole matrix), and whether the grid is
+    ``asymmetric`` (a minimum and a step per group, as in Q4_1) instead of symmetric absmax."""
 
     bits: int | None = None
     group_size: int | None = None
+    asymmetric: bool = False
 
     @property
     def label(self) -> str:
-        """E.g. ``"float"``, ``"int8 g=32"``, ``"int4 per-tensor"``."""
+        """E.g. ``"float"``, ``"int8 g=32"``, ``"int4 per-tensor"``, ``"int4 asym g=32"``."""
         if self.bits is None:
             return "float"
-        return f"int{self.bits} " + ("per-tensor" if self.group_size is None
-                                      else f"g={self.group_size}")
+        return (f"int{self.bits} " + ("asym " if self.asymmetric else "")
+                + ("per-tensor" if self.group_size is None else f"g={self.group_size}"))
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,8 @@ class QuantizedWeights:
     group_sizes : dict of str to int
         The group size used for each matrix (its full size for per-tensor).
     bits_per_weight : float
-        Storage of the quantized matrices: packed values plus one float32 scale per group.
+        Storage of the quantized matrices: packed values plus one float32 scale per group
+        (symmetric) or one float16 step and one float16 minimum per group (asymmetric).
     n_weights : int
         Number of weights quantized.
     """
@@ -103,8 +112,8 @@ class QuantizedWeights:
 
 
 def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
-                            include_embedding: bool = False,
-                            policy: str = "pow2") -> QuantizedWeights:
+                            include_embedding: bool = False, policy: str = "pow2",
+                            asymmetric: bool = False) -> QuantizedWeights:
     """Quantize and dequantize every block matrix of ``model`` (and optionally the embedding).
 
     Parameters
@@ -119,6 +128,9 @@ def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
     include_embedding : bool, default False
         Quantize the (tied) token embedding too, with the same setting.
     policy : {"pow2", "divisor", "halve"}, default "pow2"
+    asymmetric : bool, default False
+        Use :func:`gqlearn.llm.asymmetric.quantize_minmax` (float16 minimum and step per
+        group, ``2**bits`` levels) instead of :func:`gqlearn.quantize` (symmetric absmax).
 
     Returns
     -------
@@ -134,14 +146,19 @@ def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
     for name in names:
         w = model.weights[name]
         if group_size is None:  # one scale for the whole matrix
-            qt = quantize(w.reshape(1, -1), w.size, bits=bits)
-            sizes[name] = w.size
+            src, gs = w.reshape(1, -1), w.size
         else:
+            src = w
             gs = choose_group_size(w.shape[-1], group_size, policy)  # type: ignore[arg-type]
-            qt = quantize(w, gs, bits=bits)
-            sizes[name] = gs
-        weights[name] = dequantize(qt).reshape(w.shape)
-        total_bytes += qt.nbytes
+        sizes[name] = gs
+        if asymmetric:
+            mq = quantize_minmax(src, gs, bits=bits)
+            weights[name] = dequantize_minmax(mq).reshape(w.shape)
+            total_bytes += mq.nbytes
+        else:
+            qt = quantize(src, gs, bits=bits)
+            weights[name] = dequantize(qt).reshape(w.shape)
+            total_bytes += qt.nbytes
         n += w.size
     return QuantizedWeights(weights, sizes, 8 * total_bytes / n, n)
 
@@ -212,7 +229,7 @@ class QuantRow:
     group_sizes : dict of int to int
         Group size used per matrix input width (empty for the float baseline).
     bits_per_weight : float
-        Storage of the block matrices (32 for float32).
+        Storage of the block matrices (the baseline's: 32 for float32 unless told otherwise).
     perplexity : float
         On the evaluation text.
     n_agree : int
@@ -227,6 +244,8 @@ class QuantRow:
         ``sample_ids`` decoded (empty without a tokenizer).
     disagree_at : tuple of int
         Positions whose top-1 next token differs from the float model's.
+    name : str
+        Overrides the label (used for the baseline, e.g. ``"Q4_1 file"``).
     """
 
     setting: Setting
@@ -239,10 +258,19 @@ class QuantRow:
     sample_ids: list[int] = field(default_factory=list)
     sample: str = ""
     disagree_at: tuple[int, ...] = ()
+    name: str = ""
 
     @property
     def label(self) -> str:
-        return self.setting.label
+        """The setting's label, with the group sizes used where they differ from the request:
+        ``"int8 g=128\u219264/128"`` when 128 backs off to 64 on some matrices."""
+        if self.name:
+            return self.name
+        s = self.setting
+        used = sorted(set(self.group_sizes.values()))
+        if s.bits is None or s.group_size is None or not used or used == [s.group_size]:
+            return s.label
+        return f"{s.label}\u2192{'/'.join(str(g) for g in used)}"
 
     @property
     def agreement(self) -> float:
@@ -269,16 +297,17 @@ class QuantEvaluation:
         return self.rows[0]
 
     def row(self, label: str) -> QuantRow:
-        """The row whose setting label is ``label`` (e.g. ``"int4 g=32"``)."""
+        """The row whose label, or whose setting's label, is ``label`` (e.g. ``"int4 g=32"``,
+        ``"int8 g=128"`` for the row labelled ``"int8 g=128\u219264/128"``)."""
         for r in self.rows:
-            if r.label == label:
+            if label in (r.label, r.setting.label):
                 return r
         raise KeyError(f"no row {label!r}; rows are {[r.label for r in self.rows]}")
 
     def to_records(self) -> list[dict[str, object]]:
         """One dict per row (rounded), e.g. for a pandas DataFrame."""
         return [{"setting": r.label, "bits": r.setting.bits, "group_size": r.setting.group_size,
-                 "group_sizes_used": dict(r.group_sizes),
+                 "asymmetric": r.setting.asymmetric, "group_sizes_used": dict(r.group_sizes),
                  "bits_per_weight": round(r.bits_per_weight, 3),
                  "perplexity": round(r.perplexity, 3), "agreement": round(r.agreement, 4),
                  "kl": round(r.kl, 5), "sample": r.sample} for r in self.rows]
@@ -286,23 +315,23 @@ class QuantEvaluation:
     def table(self, *, samples: bool = False) -> str:
         """A plain-text table; ``samples=True`` adds the greedy continuation per row.
 
-        Perplexities print with 2 decimals (3 significant digits past 10,000), the change
-        against float in percent (as a factor past 10x).
+        Perplexities print with 2 decimals (3 significant digits past 10,000); ``ppl ratio``
+        is the perplexity over the baseline's (3 decimals, 3 significant digits past 1,000).
         """
         base = self.baseline.perplexity
-        head = (f"{'setting':<16} {'groups used':<18} {'bits/w':>7} {'perplexity':>10} "
-                f"{'change':>8} {'agreement':>13} {'KL nats':>8}")
+        width = max(16, *(len(r.label) for r in self.rows))
+        head = (f"{'setting':<{width}} {'groups used':<18} {'bits/w':>7} {'perplexity':>10} "
+                f"{'ppl ratio':>9} {'KL nats':>8} {'top-1 agreement':>15}")
         lines = [head, "-" * len(head)]
         for r in self.rows:
             used = ("-" if not r.group_sizes else ", ".join(
                 f"{w}:{'all' if g >= w else g}" for w, g in sorted(r.group_sizes.items())))
             ratio = r.perplexity / base
-            change = ("" if r.setting.bits is None else f"{100 * (ratio - 1):+.1f}%"
-                      if ratio < 10 else f"x{ratio:.3g}")
+            change = f"{ratio:.3f}" if ratio < 1e3 else f"{ratio:.3g}"
             ppl = f"{r.perplexity:.2f}" if r.perplexity < 1e4 else f"{r.perplexity:.3g}"
-            line = (f"{r.label:<16} {used:<18} {r.bits_per_weight:>7.3f} {ppl:>10} "
-                    f"{change:>8} {r.n_agree:>4}/{r.n_positions:<3} {r.agreement:>5.1%} "
-                    f"{r.kl:>8.4f}")
+            line = (f"{r.label:<{width}} {used:<18} {r.bits_per_weight:>7.3f} {ppl:>10} "
+                    f"{change:>9} {r.kl:>8.4f} {r.n_agree:>7}/{r.n_positions:<3} "
+                    f"{r.agreement:>6.1%}")
             if samples:
                 line += f"  {r.sample!r}"
             lines.append(line)
@@ -315,6 +344,7 @@ class QuantEvaluation:
 def evaluate_quantization(model: Llama, ids: Sequence[int], *,
                           bits: Sequence[int] = (8, 4, 3),
                           group_sizes: Sequence[int | None] = (32, 64, None),
+                          asymmetric: bool = False, baseline: tuple[str, float] = ("float", 32.0),
                           prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 8,
                           stop_ids: Sequence[int] = (), tokenizer: object | None = None,
                           include_embedding: bool = False,
@@ -331,6 +361,12 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     group_sizes : sequence of int or None, default (32, 64, None)
         Requested group sizes; None is per-tensor.  Reduced per matrix where they do not
         divide its width (see :func:`quantize_linear_weights`).
+    asymmetric : bool, default False
+        Quantize with a minimum and a step per group (Q4_1's scheme) instead of symmetric
+        absmax.
+    baseline : (str, float), default ("float", 32.0)
+        Label and bits per weight of the unquantized model's row, e.g. ``("Q4_1 file", 5.0)``
+        when the "float" weights were dequantized from a Q4_1 checkpoint.
     prompt_ids : sequence of int, optional
         If given, each setting also decodes up to ``max_new_tokens`` greedily from it.
     max_new_tokens : int, default 8
@@ -341,7 +377,7 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     include_embedding : bool, default False
         Quantize the tied embedding as well.
     progress : callable, optional
-        Called with each setting's label before it is evaluated.
+        Called with each setting's label (the baseline's first) before it is evaluated.
 
     Returns
     -------
@@ -349,7 +385,7 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
         The float baseline first, then one row per (bits, group size), bits outermost.
     """
     ids = [int(i) for i in ids]
-    settings = [Setting()] + [Setting(b, g) for b in bits for g in group_sizes]
+    settings = [Setting()] + [Setting(b, g, asymmetric) for b in bits for g in group_sizes]
     targets = np.asarray(ids[1:])
     n = len(ids) - 1
     positions = np.arange(n)
@@ -362,12 +398,13 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     rows = []
     for s in settings:
         if progress is not None:
-            progress(s.label)
+            progress(baseline[0] if s.bits is None else s.label)
         if s.bits is None:
-            m, used, bpw, z, lse = model, {}, 32.0, z_float, lse_float
+            m, used, bpw, z, lse = model, {}, float(baseline[1]), z_float, lse_float
         else:
             qw = quantize_linear_weights(model, s.bits, s.group_size,
-                                         include_embedding=include_embedding)
+                                         include_embedding=include_embedding,
+                                         asymmetric=s.asymmetric)
             m, used, bpw = (model.with_weights(qw.weights), qw.group_sizes_by_width(),
                             qw.bits_per_weight)
             z = m.forward(ids)[:-1]
@@ -385,7 +422,8 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
                   if tokenizer is not None and sample_ids else "")
         agree = z.argmax(axis=1) == float_top
         rows.append(QuantRow(s, used, bpw, math.exp(nll), int(agree.sum()), n, max(kl, 0.0),
-                             sample_ids, sample, tuple(int(j) for j in np.flatnonzero(~agree))))
+                             sample_ids, sample, tuple(int(j) for j in np.flatnonzero(~agree)),
+                             baseline[0] if s.bits is None else ""))
         del m, z
     prompt = (tokenizer.decode(list(prompt_ids), skip_special_tokens=False)  # type: ignore
               if tokenizer is not None and prompt_ids is not None else "")
