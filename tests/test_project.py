@@ -51,3 +51,14 @@ def test_readme_opens_with_the_two_commands():
     first_block = readme.split("```bash", 1)[1].split("```", 1)[0]
     assert "jupyter lab" in first_block and "pytest" in first_block
     assert readme.index("```bash") < readme.index("## ")
+
+
+def test_readme_library_example_runs_and_its_comments_hold():
+    readme = (ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
+    code = code.replace("(4096, 4096)", "(256, 4096)")  # same widths, smaller tensor
+    namespace: dict = {}
+    exec(code, namespace)  # noqa: S102 - our own README
+    qt, gqlearn = namespace["qt"], namespace["gqlearn"]
+    assert (qt.bits_per_weight, round(qt.compression_ratio("bf16"), 2)) == (8.25, 1.94)
+    assert gqlearn.choose_group_size(384, 256) == 128
