@@ -37,7 +37,7 @@ from ..llm import Llama, QuantEvaluation, perplexity, tensor_infos, token_log_pr
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from ..llm.evaluate import QuantRow
 from ..llm.llama import unpermuted_qk_weights
-from .single_scale import Table
+from .display import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     from matplotlib.figure import Figure

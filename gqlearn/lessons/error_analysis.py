@@ -39,7 +39,7 @@ from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
 from ..memory import GB, LLAMA2_CONFIGS, ModelShape, memory_table
 from ..metrics import error_report
-from .single_scale import Table
+from .display import Table
 
 __all__ = ["SHAPE", "GROUP_SIZES", "DB_PER_BIT", "MODEL_WIDTHS", "REQUESTS", "make_matrices",
            "COLUMNS", "group_label", "sweep", "pivot", "table", "rate_table", "theory_across",

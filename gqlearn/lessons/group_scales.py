@@ -36,7 +36,8 @@ from .. import core
 from .._parallel import DEFAULT_CHUNK_ELEMENTS, default_threads
 from ..exercises import Feedback, close_enough, right, wrong
 from ..metrics import error_report
-from .single_scale import QMAX, Table, _draw_grid, quantize_with_scales, round_half_away
+from .display import Table
+from .single_scale import QMAX, _draw_grid, quantize_with_scales, round_half_away
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets

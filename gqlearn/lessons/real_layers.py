@@ -34,7 +34,7 @@ from ..models import (LINEAR_ROLES, Checkpoint, SentenceEncoder, cosine_similari
                       quantize_tensor)
 from ..models.explorer import natural_key, parse_group_size, resolve_group_size
 from ..models.roles import ROLES, classify, layer_index, short_name, should_quantize
-from .single_scale import Table
+from .display import Table
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets

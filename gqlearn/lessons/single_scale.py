@@ -28,6 +28,7 @@ import numpy as np
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
 from ..metrics import error_report
+from .display import Table, _fmt  # noqa: F401  (Table is re-exported)
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -52,86 +53,6 @@ SIXTEEN = (5.0, -4.2, 3.8, -3.1, 4.5, -2.9, 3.2, -4.1,
            0.01, -0.008, 0.012, -0.015, 0.009, -0.011, 0.007, -0.013)
 
 QMAX = core.qmax_for_bits(8)
-
-
-# --------------------------------------------------------------------------------------------
-# A small table that prints the same in a terminal, a test and a notebook
-# --------------------------------------------------------------------------------------------
-
-def _fmt(x: Any, spec: str) -> str:
-    if isinstance(x, (bool, np.bool_)):
-        return "yes" if x else "no"
-    if isinstance(x, (int, np.integer)):
-        return str(int(x))
-    if isinstance(x, (float, np.floating)):
-        value = float(x)
-        return "0" if value == 0 else format(value, spec)
-    if isinstance(x, np.ndarray):
-        x = x.tolist()
-    if isinstance(x, (list, tuple)):
-        return "[" + ", ".join(_fmt(v, spec) for v in x) + "]"
-    return str(x)
-
-
-@dataclass(frozen=True)
-class Table:
-    """Rows of numbers with column names; prints as aligned text.
-
-    Attributes
-    ----------
-    columns : tuple of str
-    rows : tuple of tuple
-        One tuple per row, in column order; cells keep their numeric types.
-    notes : tuple of str
-        Lines printed above the table (the steps that lead to it).
-    formats : mapping of str to str
-        Format spec per column for floats (default ``".6g"``).
-
-    Examples
-    --------
-    >>> Table(("x", "x / 3"), ((1, 1 / 3), (2, 2 / 3)), notes=("thirds",))
-    thirds
-    x     x / 3
-    -  --------
-    1  0.333333
-    2  0.666667
-    """
-
-    columns: tuple[str, ...]
-    rows: tuple[tuple[Any, ...], ...]
-    notes: tuple[str, ...] = ()
-    formats: Mapping[str, str] = field(default_factory=dict)
-
-    def column(self, name: str) -> list[Any]:
-        """The cells of column ``name``, top to bottom."""
-        try:
-            i = self.columns.index(name)
-        except ValueError:
-            raise KeyError(f"no column {name!r}; columns are {list(self.columns)}") from None
-        return [row[i] for row in self.rows]
-
-    def _cells(self) -> list[list[str]]:
-        specs = [self.formats.get(c, ".6g") for c in self.columns]
-        return [[_fmt(v, s) for v, s in zip(row, specs)] for row in self.rows]
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __repr__(self) -> str:
-        cells = self._cells()
-        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
-        lines = list(self.notes)
-        lines.append("  ".join(c.rjust(w) for c, w in zip(self.columns, widths)).rstrip())
-        lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        notes = "".join(f"<p>{html.escape(n)}</p>" for n in self.notes)
-        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
-                       for r in self._cells())
-        return f"{notes}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
 # --------------------------------------------------------------------------------------------

@@ -1,0 +1,138 @@
+"""Display code every chapter shares: a printable :class:`Table`, the figure helper and a
+widget wrapper whose plain-text form is a friendly placeholder.
+
+Chapter modules (``gqlearn.lessons.<chapter>``) import from here and never from each other.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:  # pragma: no cover
+    import ipywidgets
+
+__all__ = ["Table", "plt", "live_widget", "PLACEHOLDER"]
+
+# What a widget shows where no kernel runs it (a stored notebook, a rendered page, a test).
+PLACEHOLDER = "[{name}: an interactive widget; run the cells above in Jupyter to use it]"
+
+
+def _fmt(x: Any, spec: str) -> str:
+    if isinstance(x, (bool, np.bool_)):
+        return "yes" if x else "no"
+    if isinstance(x, (int, np.integer)):
+        return str(int(x))
+    if isinstance(x, (float, np.floating)):
+        value = float(x)
+        return "0" if value == 0 else format(value, spec)
+    if isinstance(x, np.ndarray):
+        x = x.tolist()
+    if isinstance(x, (list, tuple)):
+        return "[" + ", ".join(_fmt(v, spec) for v in x) + "]"
+    return str(x)
+
+
+@dataclass(frozen=True)
+class Table:
+    """Rows of numbers with column names; prints as aligned text.
+
+    Attributes
+    ----------
+    columns : tuple of str
+    rows : tuple of tuple
+        One tuple per row, in column order; cells keep their numeric types.
+    notes : tuple of str
+        Lines printed above the table (the steps that lead to it).
+    formats : mapping of str to str
+        Format spec per column for floats (default ``".6g"``).
+
+    Examples
+    --------
+    >>> Table(("x", "x / 3"), ((1, 1 / 3), (2, 2 / 3)), notes=("thirds",))
+    thirds
+    x     x / 3
+    -  --------
+    1  0.333333
+    2  0.666667
+    """
+
+    columns: tuple[str, ...]
+    rows: tuple[tuple[Any, ...], ...]
+    notes: tuple[str, ...] = ()
+    formats: Mapping[str, str] = field(default_factory=dict)
+
+    def column(self, name: str) -> list[Any]:
+        """The cells of column ``name``, top to bottom."""
+        try:
+            i = self.columns.index(name)
+        except ValueError:
+            raise KeyError(f"no column {name!r}; columns are {list(self.columns)}") from None
+        return [row[i] for row in self.rows]
+
+    def _cells(self) -> list[list[str]]:
+        specs = [self.formats.get(c, ".6g") for c in self.columns]
+        return [[_fmt(v, s) for v, s in zip(row, specs)] for row in self.rows]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __repr__(self) -> str:
+        cells = self._cells()
+        widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
+        lines = list(self.notes)
+        lines.append("  ".join(c.rjust(w) for c, w in zip(self.columns, widths)).rstrip())
+        lines.append("  ".join("-" * w for w in widths))
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        notes = "".join(f"<p>{html.escape(n)}</p>" for n in self.notes)
+        head = "".join(f"<th>{html.escape(c)}</th>" for c in self.columns)
+        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>"
+                       for r in self._cells())
+        return f"{notes}<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def plt() -> Any:
+    """``matplotlib.pyplot``, imported on first use (the library itself never needs it)."""
+    import matplotlib.pyplot as pyplot
+
+    return pyplot
+
+
+def live_widget(update: Callable[..., Any], name: str, **controls: Any) -> ipywidgets.Widget:
+    """``ipywidgets.interactive(update, **controls)`` whose text form is a placeholder.
+
+    Where no kernel runs the widget (a stored notebook opened before Run All, a rendered page,
+    nbval), Jupyter shows a widget's ``repr``; this one says what the widget is and how to use
+    it instead of dumping ``interactive(children=(...))``. Each control is given a layout wide
+    enough to drag precisely.
+
+    Examples
+    --------
+    >>> import ipywidgets as widgets
+    >>> w = live_widget(lambda x: None, "demo", x=widgets.IntSlider(value=1, min=0, max=3))
+    >>> w
+    [demo: an interactive widget; run the cells above in Jupyter to use it]
+    """
+    import ipywidgets as widgets
+
+    label = PLACEHOLDER.format(name=name)
+
+    class _Live(widgets.interactive):
+        def __repr__(self) -> str:
+            return label
+
+    for control in controls.values():
+        if isinstance(control, widgets.Widget) and hasattr(control, "layout"):
+            if not control.layout.width:
+                control.layout.width = "480px"
+            style = getattr(control, "style", None)
+            if style is not None and hasattr(style, "description_width"):
+                style.description_width = "initial"
+    return _Live(update, **controls)
