@@ -61,6 +61,32 @@ class ErrorReport:
     sum_sq_error: float
     sum_sq_signal: float
 
+    def __repr__(self) -> str:
+        """A short summary: the scalar metrics, and only the shape of the per-group arrays
+        (they stay reachable as attributes).
+
+        >>> import numpy as np, gqlearn
+        >>> w = np.linspace(-1, 1, 4096 * 32, dtype=np.float32).reshape(4096, 32)
+        >>> rep = gqlearn.error_report(w, gqlearn.quantize(w, 8))
+        >>> rep  # doctest: +NORMALIZE_WHITESPACE
+        ErrorReport(max_abs_error=0.000106871, mean_abs_error=5.2691e-05, mse=4.002e-09,
+                    sqnr_db=79.21, relative_frobenius_error=0.0001096, zeroed_fraction=0,
+                    n_zeroed=0, group_max_error=<float32 (4096, 4)>, group_mse=<float64 (4096, 4)>)
+        >>> rep.group_max_error.shape
+        (4096, 4)
+        """
+        def arr(a: np.ndarray) -> str:
+            return f"<{a.dtype} {tuple(a.shape)}>"
+
+        return (f"ErrorReport(max_abs_error={self.max_abs_error:.6g}, "
+                f"mean_abs_error={self.mean_abs_error:.6g}, mse={self.mse:.5g},\n"
+                f"            sqnr_db={self.sqnr_db:.2f}, "
+                f"relative_frobenius_error={self.relative_frobenius_error:.4g}, "
+                f"zeroed_fraction={self.zeroed_fraction:.6g},\n"
+                f"            n_zeroed={self.n_zeroed}, "
+                f"group_max_error={arr(self.group_max_error)}, "
+                f"group_mse={arr(self.group_mse)})")
+
     def summary(self) -> dict[str, float]:
         """The scalar metrics as a dict (handy for tables)."""
         return {"max_abs_error": self.max_abs_error, "mean_abs_error": self.mean_abs_error,

@@ -26,6 +26,7 @@ import math
 import os
 import re
 import sys
+import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -138,8 +139,12 @@ class TensorResult:
     """One row of the explorer's table.
 
     Errors are absolute, in the tensor's units; ``sqnr_db`` is ``inf`` for an exact
-    reconstruction.  For kept tensors the error fields are ``None`` and ``kept_because`` says
-    why (``"norm"``, ``"bias"``, ``"integer buffer"``, ``"role not selected"``, ``"1-D"``).
+    reconstruction (:attr:`lossless`).  For kept tensors the error fields are ``None`` and
+    ``kept_because`` says why (``"norm"``, ``"bias"``, ``"integer buffer"``, ``"role not
+    selected"``, ``"1-D"``).  ``dtype`` is what the explorer quantized (GGUF tensors are
+    dequantized to float32 first); ``stored_type`` is how the source file stores the tensor
+    (``"F32"``, ``"BF16"``, or a GGUF block format such as ``"Q4_1"``, ``"Q8_0"``) and
+    ``stored_bytes`` what it takes there.
     """
 
     name: str
@@ -158,6 +163,8 @@ class TensorResult:
     bytes_before: int = 0
     bytes_after: int = 0
     kept_because: str | None = None
+    stored_type: str | None = None
+    stored_bytes: int | None = None
     # sums for the totals (float64), not shown in the table
     sum_sq_error: float = field(default=0.0, repr=False)
     sum_sq_signal: float = field(default=0.0, repr=False)
@@ -177,14 +184,21 @@ class TensorResult:
         return (isinstance(self.requested_group_size, int) and self.group_size is not None
                 and self.group_size != self.requested_group_size)
 
+    @property
+    def lossless(self) -> bool:
+        """Whether quantizing gave back the tensor exactly (e.g. requantizing GGUF Q8_0
+        blocks with 8 bits and group size 32 reproduces them bit for bit)."""
+        return self.quantized and self.max_abs_error == 0
+
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
         d["shape"] = list(self.shape)
         d["backed_off"] = self.backed_off
+        d["lossless"] = self.lossless
         d.pop("sum_sq_error")
         d.pop("sum_sq_signal")
         if d["sqnr_db"] is not None and math.isinf(d["sqnr_db"]):
-            d["sqnr_db"] = None  # JSON has no infinity; null means exact
+            d["sqnr_db"] = None  # JSON has no infinity; null with "lossless": true means exact
         return d
 
 
@@ -208,6 +222,8 @@ class ExploreReport:
     notes : list of str
         What a reader of the numbers must know about the source (e.g. a GGUF file whose
         "float" weights are themselves dequantized from a 4-bit format).
+    source_file_bytes : int, optional
+        Size of the source file, for a GGUF file (its totals are also compared with it).
     """
 
     source: str
@@ -219,6 +235,7 @@ class ExploreReport:
     quantized: dict[str, QuantizedTensor] = field(default_factory=dict, repr=False)
     kept: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
     notes: list[str] = field(default_factory=list)
+    source_file_bytes: int | None = None
 
     def __getitem__(self, name: str) -> TensorResult:
         for r in self.results:
@@ -246,6 +263,10 @@ class ExploreReport:
             "bytes_before": before,
             "bytes_after": after,
             "compression_ratio": before / after if after else None,
+            "stored_bytes": sum(r.stored_bytes if r.stored_bytes is not None else r.bytes_before
+                                for r in self.results),
+            "source_file_bytes": self.source_file_bytes,
+            "n_lossless": sum(r.lossless for r in q),
             "bits_per_quantized_weight": 8 * q_after / q_params if q_params else None,
             "sqnr_db": (10 * math.log10(signal / noise) if noise > 0 else None) if q else None,
             "max_abs_error": max((r.max_abs_error for r in q), default=None),
@@ -275,7 +296,8 @@ class ExploreReport:
 
     def to_dict(self) -> dict[str, object]:
         """Settings, per-tensor results and totals, ready for ``json.dumps``."""
-        return {"source": self.source, "group_size": self.group_size, "bits": self.bits,
+        return {"source": self.source, "source_file_bytes": self.source_file_bytes,
+                "group_size": self.group_size, "bits": self.bits,
                 "rounding": self.rounding, "policy": self.policy, "gqlearn": __version__,
                 "tensors": [r.to_dict() for r in self.results], "by_role": self.by_role(),
                 "totals": self.totals, "notes": self.notes}
@@ -283,42 +305,77 @@ class ExploreReport:
     def to_json(self, **kwargs: object) -> str:
         return json.dumps(self.to_dict(), **kwargs)  # type: ignore[arg-type]
 
-    def table(self, *, kept: bool = True, name_width: int = 48) -> str:
-        """The per-tensor table and totals as fixed-width text."""
-        head = (f"{'tensor':<{name_width}} {'role':<9} {'shape':>12} {'group':>7} "
-                f"{'max err':>9} {'mean err':>9} {'SQNR dB':>7} {'zeroed':>7} "
-                f"{'bytes':>11} {'-> bytes':>11}")
-        lines = [head, "-" * len(head)]
-        for r in self.results:
-            if not r.quantized and not kept:
-                continue
-            name = r.name if len(r.name) <= name_width else "..." + r.name[-(name_width - 3):]
-            shape = "x".join(map(str, r.shape)) or "scalar"
-            if r.quantized:
-                group = f"{r.group_size}" + ("*" if r.backed_off else "")
-                if parse_group_size(self.group_size) == "tensor":
-                    group = "tensor"
-                zeroed = 100 * r.zeroed_fraction  # type: ignore[operator]
-                stats = (f"{r.max_abs_error:>9.2e} {r.mean_abs_error:>9.2e} "
-                         f"{r.sqnr_db:>7.2f} {zeroed:>6.2f}%")
+    def header(self, width: int = 100) -> str:
+        """One line: which model, group size, bits, rounding and back-off policy."""
+        gs = self.group_size
+        settings = (f": group size {gs}, {self.bits} bits, rounding {self.rounding}"
+                    + (f", back-off {self.policy}" if isinstance(gs, int) else ""))
+        return _shorten_middle(self.source, width - len(settings)) + settings
+
+    def table(self, *, kept: bool = True, width: int = 100) -> str:
+        """The per-tensor table and totals as text at most ``width`` columns wide.
+
+        Long tensor names are shortened in the middle; numbers are never cut.  The mean error
+        and exact byte counts of each tensor are in :meth:`to_dict` and :attr:`results`.
+        """
+        rows = [r for r in self.results if r.quantized or kept]
+        per_tensor = parse_group_size(self.group_size) == "tensor"
+        cells = [_row_cells(r, per_tensor) for r in rows]
+        heads = ("tensor", "role", "shape", "type", "group", "max err", "SQNR", "zeroed",
+                 "bytes", "after")
+        widths = [max([len(h)] + [len(c[i]) for c in cells  # type: ignore[arg-type]
+                                  if c[6] is not None or i not in (4, 5, 6, 7)])
+                  for i, h in enumerate(heads)]
+        span = sum(widths[4:8]) + 3  # a kept row's reason spans group to zeroed
+        rest = sum(widths[1:]) + len(widths) - 1
+        widths[0] = max(16, min(widths[0], width - rest))
+
+        def line(c: Sequence[str | None]) -> str:
+            name = _shorten_middle(c[0], widths[0])  # type: ignore[arg-type]
+            left = [f"{name:<{widths[0]}}", f"{c[1]:<{widths[1]}}"]
+            if c[6] is None:  # kept
+                why = c[5][:span]  # type: ignore[index]
+                mid = [f"{c[2]:>{widths[2]}}", f"{c[3]:>{widths[3]}}", f"{why:>{span}}"]
             else:
-                group = "-"
-                stats = f"{'kept: ' + str(r.kept_because):>35}"
-            lines.append(f"{name:<{name_width}} {r.role:<9} {shape:>12} {group:>7} {stats} "
-                         f"{r.bytes_before:>11,} {r.bytes_after:>11,}")
+                mid = [f"{c[i]:>{widths[i]}}" for i in range(2, 8)]
+            return " ".join(left + mid + [f"{c[8]:>{widths[8]}}", f"{c[9]:>{widths[9]}}"])
+
+        head = line(heads)
+        rule = "-" * len(head)
+        lines = [self.header(width), head, rule] + [line(c) for c in cells] + [rule]
         t = self.totals
-        lines.append("-" * len(head))
         sq = "n/a" if t["sqnr_db"] is None else f"{t['sqnr_db']:.2f} dB"
+        if t["n_quantized"] and t["n_lossless"] == t["n_quantized"]:
+            sq = "exact"
         ratio = t["compression_ratio"]
-        lines.append(
-            f"total: {t['n_tensors']} tensors, {t['n_quantized']} quantized "
-            f"({t['parameters_quantized']:,} of {t['parameters']:,} parameters), "
-            f"{t['n_kept']} kept; {t['bytes_before']:,} -> {t['bytes_after']:,} bytes"
-            + (f" ({ratio:.2f}x smaller)" if ratio else "") + f"; SQNR {sq}")
+        lines.append(f"total: {t['n_tensors']} tensors, {t['n_quantized']} quantized "
+                     f"({t['parameters_quantized']:,} of {t['parameters']:,} parameters), "
+                     f"{t['n_kept']} kept; SQNR {sq}")
+        floats = "as float32" if self.source_file_bytes is not None else "before"
+        lines.append(f"bytes: {t['bytes_before']:,} {floats} -> {t['bytes_after']:,}"
+                     + (f" ({ratio:.2f}x smaller)" if ratio else ""))
+        if self.source_file_bytes is not None:
+            size = self.source_file_bytes
+            after = t["bytes_after"]
+            cmp = (f"{after / size:.2f}x its size" if after >= size
+                   else f"{size / after:.2f}x smaller than it")
+            lines.append(f"GGUF file: {size:,} bytes ({t['stored_bytes']:,} of tensors as "
+                         f"stored); the result is {cmp}")
+        notes = []
         if t["n_backed_off"]:
-            lines.append(f"* group size {self.group_size} does not divide the last axis of "
+            notes.append(f"* group size {self.group_size} does not divide the last axis of "
                          f"{t['n_backed_off']} tensors; backed off ({self.policy} policy)")
-        lines += [f"note: {n}" for n in self.notes]
+        exact = [r for r in rows if r.lossless]
+        if exact:
+            kinds = sorted({r.stored_type for r in exact if r.stored_type})
+            notes.append(f"exact: {len(exact)} tensor(s) came back bit for bit (error 0), "
+                         + ("because their stored " + "/".join(kinds) + " blocks already are "
+                            "values on this grid: requantizing them is lossless"
+                            if any(k.startswith(("Q", "IQ")) for k in kinds)
+                            else "their values already lie on the quantization grid"))
+        notes += [f"note: {n}" for n in self.notes]
+        for n in notes:
+            lines += textwrap.wrap(n, width, subsequent_indent="  ", break_on_hyphens=False)
         return "\n".join(lines)
 
     def __str__(self) -> str:
@@ -329,8 +386,61 @@ def _dtype_name(a: np.ndarray) -> str:
     return "bfloat16" if a.dtype.name == "bfloat16" else str(a.dtype)
 
 
+def _shorten_middle(text: str, width: int) -> str:
+    """``text`` cut to ``width`` characters by replacing its middle with ``...``; a tensor
+    name keeps its start up to the layer number when it can.
+
+    >>> _shorten_middle("encoder.layer.5.attention.output.dense.weight", 30)
+    'encoder.layer.5...dense.weight'
+    >>> _shorten_middle("/a/long/directory/name/model.gguf", 20)
+    '/a/long/d...el.gguf'
+    """
+    if len(text) <= width:
+        return text
+    if width <= 3:
+        return text[:width]
+    head = (width - 3 + 1) // 2
+    number = re.search(r"\.\d+(?=\.)", text)
+    if number and head < number.end() <= width - 3 - 8:
+        head = number.end()
+    tail = width - 3 - head
+    return text[:head] + "..." + (text[-tail:] if tail else "")
+
+
+def _human_bytes(n: int) -> str:
+    """Bytes to three significant digits (at most 7 characters below a TB).
+
+    >>> _human_bytes(1536), _human_bytes(786_432), _human_bytes(46_881_792), _human_bytes(792)
+    ('1.5 kB', '786 kB', '46.9 MB', '792 B')
+    """
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size * 0.9995 or unit == "kB" and n >= 1000:
+            x = n / size
+            return f"{x:.1f} {unit}" if x < 99.95 else f"{x:.0f} {unit}"
+    return f"{n} B"
+
+
+def _row_cells(r: TensorResult, per_tensor: bool) -> list[str | None]:
+    """The table cells of one result; for a kept tensor, the reason sits in the error
+    columns (and the SQNR and zeroed cells are None)."""
+    shape = "x".join(map(str, r.shape)) or "scalar"
+    stored = r.stored_type or r.dtype
+    before, after = _human_bytes(r.bytes_before), _human_bytes(r.bytes_after)
+    if not r.quantized:
+        why = str(r.kept_because)
+        return [r.name, r.role, shape, stored, None, "kept: " + why, None, None, before, after]
+    group = "tensor" if per_tensor else f"{r.group_size}" + ("*" if r.backed_off else "")
+    if r.lossless:
+        err, sqnr = "0", "exact"
+    else:
+        err, sqnr = f"{r.max_abs_error:.2e}", f"{r.sqnr_db:.2f}"
+    zeroed = 100 * r.zeroed_fraction  # type: ignore[operator]
+    return [r.name, r.role, shape, stored, group, err, sqnr,
+            "100%" if zeroed >= 99.995 else f"{zeroed:.2f}%", before, after]
+
+
 def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
-             requested: GroupSize) -> TensorResult:
+             requested: GroupSize, **stored: object) -> TensorResult:
     rep = error_report(w.reshape(qt.shape), qt)
     return TensorResult(
         name=name, role=role, shape=tuple(w.shape), dtype=_dtype_name(w), quantized=True,
@@ -338,7 +448,8 @@ def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
         max_abs_error=rep.max_abs_error, mean_abs_error=rep.mean_abs_error,
         rms_error=math.sqrt(rep.mse), sqnr_db=rep.sqnr_db,
         zeroed_fraction=rep.zeroed_fraction, bytes_before=w.nbytes, bytes_after=qt.nbytes,
-        sum_sq_error=rep.sum_sq_error, sum_sq_signal=rep.sum_sq_signal)
+        sum_sq_error=rep.sum_sq_error, sum_sq_signal=rep.sum_sq_signal,
+        **stored)  # type: ignore[arg-type]
 
 
 class _ArraySource:
@@ -362,6 +473,11 @@ class _ArraySource:
 
     def dtype_name(self, name: str) -> str:
         return _dtype_name(np.asarray(self._arrays[name]))
+
+    def stored(self, name: str) -> dict[str, object]:
+        a = np.asarray(self._arrays[name])
+        codes = {dt.name: code for code, dt in NUMPY_DTYPES.items()}
+        return {"stored_type": codes.get(a.dtype.name, a.dtype.name), "stored_bytes": a.nbytes}
 
     def release(self) -> None:
         pass
@@ -390,6 +506,10 @@ class _CheckpointSource:
             raise ModelFileError(info.file, f"dtype {info.dtype} is not supported by gqlearn "
                                             f"(it reads {', '.join(NUMPY_DTYPES)})", name)
         return dtype.name
+
+    def stored(self, name: str) -> dict[str, object]:
+        info = self.ckpt.info(name)
+        return {"stored_type": info.dtype, "stored_bytes": info.nbytes}
 
     def release(self) -> None:
         # Pages read through a memory map stay resident while it is open; closing it after
@@ -428,6 +548,14 @@ class _GGUFSource:
     def dtype_name(self, name: str) -> str:
         return "float32"
 
+    def stored(self, name: str) -> dict[str, object]:
+        t = self.tensors[name]
+        return {"stored_type": t.tensor_type.name, "stored_bytes": int(t.n_bytes)}
+
+    @property
+    def file_bytes(self) -> int:
+        return self.path.stat().st_size
+
     def release(self) -> None:
         pass
 
@@ -442,8 +570,8 @@ class _GGUFSource:
         kinds = ", ".join(f"{n} {k}" for k, n in sorted(stored.items()))
         return (f"{sum(stored.values())} of {len(self.tensors)} tensors are stored quantized in "
                 f"this GGUF file ({kinds}); the baseline they are compared with is their "
-                "dequantized values, not the original weights, and 'bytes' counts them as "
-                "float32")
+                "dequantized values, not the original weights; 'bytes' counts them as "
+                "float32, the 'type' column says how the file stores each tensor")
 
 
 def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
@@ -540,10 +668,12 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                 save, *_layout_and_metadata(plan, label, requested, bits, rounding, policy))
         for p in _progress(plan, progress, "quantizing"):
             w = source.get(p.name)  # type: ignore[attr-defined]
+            stored = source.stored(p.name)  # type: ignore[attr-defined]
             if not p.quantized:
                 results.append(TensorResult(p.name, p.role, p.shape, p.dtype, False,
                                             bytes_before=w.nbytes, bytes_after=w.nbytes,
-                                            kept_because=p.kept_because))
+                                            kept_because=p.kept_because,
+                                            **stored))  # type: ignore[arg-type]
                 if keep:
                     kept[p.name] = w
                 if writer:
@@ -554,7 +684,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                                      threads=threads)
             except ValueError as exc:
                 raise ValueError(f"{p.name}: {exc}") from exc
-            results.append(_measure(p.name, p.role, w, qt, requested))
+            results.append(_measure(p.name, p.role, w, qt, requested, **stored))
             if keep:
                 quantized[p.name] = qt
             if writer:
@@ -572,7 +702,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         close()
     notes = [n for n in [getattr(source, "note", None)] if n]
     return ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept,
-                         notes)
+                         notes, getattr(source, "file_bytes", None))
 
 
 @dataclass(frozen=True)
