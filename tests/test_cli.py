@@ -251,6 +251,10 @@ def test_pip_is_not_left_retrying():
      "host='pypi.org', port=443): Max retries exceeded with url: /simple/x/ (Caused by "
      "ConnectTimeoutError(<HTTPSConnection object at 0x7f>, 'Connection to pypi.org timed "
      "out. (connect timeout=15)')) - skipping", "timed out"),
+    ("Could not fetch URL https://pypi.org/simple/x/: There was a problem confirming the ssl "
+     "certificate: HTTPSConnectionPool(host='pypi.org', port=443): Max retries exceeded with "
+     "url: /simple/x/ (Caused by SSLError(CertificateError(\"hostname 'pypi.org' doesn't "
+     "match 'proxy.example'\"))) - skipping", "SSLError"),
     ("ERROR: Could not find a version that satisfies the requirement x==1 (from versions: 0.9)",
      None),
 ])

@@ -357,8 +357,8 @@ class ExploreReport:
         if self.source_file_bytes is not None:
             size = self.source_file_bytes
             after = t["bytes_after"]
-            cmp = (f"{after / size:.2f}x its size" if after >= size
-                   else f"{size / after:.2f}x smaller than it")
+            cmp = (f"{after / size:.2f}x the file's size" if after >= size
+                   else f"{size / after:.2f}x smaller than the file")
             lines.append(f"GGUF file: {size:,} bytes ({t['stored_bytes']:,} of tensors as "
                          f"stored); the result is {cmp}")
         notes = []
