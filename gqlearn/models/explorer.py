@@ -348,20 +348,20 @@ class ExploreReport:
         if t["n_quantized"] and t["n_lossless"] == t["n_quantized"]:
             sq = "exact"
         ratio = t["compression_ratio"]
-        lines.append(f"total: {t['n_tensors']} tensors, {t['n_quantized']} quantized "
+        totals = [f"total: {t['n_tensors']} tensors, {t['n_quantized']} quantized "
                      f"({t['parameters_quantized']:,} of {t['parameters']:,} parameters), "
-                     f"{t['n_kept']} kept; SQNR {sq}")
+                  f"{t['n_kept']} kept; SQNR {sq}"]
         floats = "as float32" if self.source_file_bytes is not None else "before"
-        lines.append(f"bytes: {t['bytes_before']:,} {floats} -> {t['bytes_after']:,}"
-                     + (f" ({ratio:.2f}x smaller)" if ratio else ""))
+        totals.append(f"bytes: {t['bytes_before']:,} {floats} -> {t['bytes_after']:,}"
+                      + (f" ({ratio:.2f}x smaller)" if ratio else ""))
         if self.source_file_bytes is not None:
             size = self.source_file_bytes
             after = t["bytes_after"]
             cmp = (f"{after / size:.2f}x the file's size" if after >= size
                    else f"{size / after:.2f}x smaller than the file")
-            lines.append(f"GGUF file: {size:,} bytes ({t['stored_bytes']:,} of tensors as "
-                         f"stored); the result is {cmp}")
-        notes = []
+            totals.append(f"GGUF file: {size:,} bytes ({t['stored_bytes']:,} of tensors as "
+                          f"stored); the result is {cmp}")
+        notes: list[str] = []
         if t["n_backed_off"]:
             notes.append(f"* group size {self.group_size} does not divide the last axis of "
                          f"{t['n_backed_off']} tensors; backed off ({self.policy} policy)")
@@ -374,7 +374,7 @@ class ExploreReport:
                             if any(k.startswith(("Q", "IQ")) for k in kinds)
                             else "their values already lie on the quantization grid"))
         notes += [f"note: {n}" for n in self.notes]
-        for n in notes:
+        for n in totals + notes:
             lines += textwrap.wrap(n, width, subsequent_indent="  ", break_on_hyphens=False)
         return "\n".join(lines)
 
