@@ -147,7 +147,7 @@ def test_check_quantize_groups_never_prints_expected_values():
             assert not any(f"{s:.4g}" in msg for s in expected if s)
 
 
-# --- exercise 2: bytes -----------------------------------------------------------------------------
+# --- exercise 2: bytes ---------------------------------------------------------------------------
 
 def test_check_total_bytes():
     fb = gs.check_total_bytes(17_301_504)

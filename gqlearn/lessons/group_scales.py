@@ -208,10 +208,11 @@ def check_total_bytes(answer: Any) -> Feedback:
         return right(f"{qt.values_nbytes:,} bytes of int8 values + {qt.n_groups:,} float32 "
                      f"scales x 4 bytes = {qt.nbytes:,} bytes, {qt.bits_per_weight:g} bits "
                      "per weight.")
+    f32 = "the scales are float32: 4 bytes each"
     for value, hint in ((qt.values_nbytes, "that counts the int8 values only; add the scales"),
                         (4 * qt.size, "that is the float32 size; int8 takes 1 byte per weight"),
-                        (qt.values_nbytes + qt.n_groups, "the scales are float32: 4 bytes each"),
-                        (qt.values_nbytes + 2 * qt.n_groups, "the scales are float32: 4 bytes each"),
+                        (qt.values_nbytes + qt.n_groups, f32),
+                        (qt.values_nbytes + 2 * qt.n_groups, f32),
                         (8 * qt.nbytes, "that is in bits; the question asks for bytes"),
                         (qt.values_nbytes + 4 * 4096, "that is one scale per row; a row of "
                          "4096 weights holds 32 groups of 128")):
