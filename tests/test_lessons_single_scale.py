@@ -13,12 +13,35 @@ import pytest  # noqa: E402
 import gqlearn  # noqa: E402
 from gqlearn.exercises import Feedback  # noqa: E402
 from gqlearn.lessons import single_scale as ss  # noqa: E402
+from gqlearn.lessons.display import Table  # noqa: E402
 
 
 @pytest.fixture(autouse=True)
 def _close_figures():
     yield
     plt.close("all")
+
+
+# --- the shared Table (gqlearn.lessons.display), which this chapter prints ------------------------
+
+def test_table_prints_aligned_and_exposes_columns():
+    t = Table(("a", "b"), ((1, 0.5), (22, np.float32(0.25))), notes=("note",))
+    text = repr(t)
+    assert text.splitlines()[0] == "note"
+    assert text.splitlines()[1] == " a     b"
+    assert t.column("a") == [1, 22]
+    assert len(t) == 2
+    assert "<table>" in t._repr_html_() and "<p>note</p>" in t._repr_html_()
+
+
+def test_table_formats_lists_bools_and_zero():
+    t = Table(("q", "ok", "x"), ((np.array([1, -2], np.int8), True, 0.0),), formats={"x": ".3f"})
+    assert repr(t).splitlines()[-1].split() == ["[1,", "-2]", "yes", "0"]
+
+
+def test_table_unknown_column_names_the_columns():
+    with pytest.raises(KeyError, match="columns are"):
+        Table(("a",), ((1,),)).column("b")
 
 
 # --- pictures and the widget ---------------------------------------------------------------------
