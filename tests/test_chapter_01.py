@@ -108,3 +108,11 @@ def test_widget_default_loses_two_of_the_four_small_weights():
     w = np.array([10.5, -8.2, 9.1, -7.8], np.float64) * 0.3 / 10.5
     w = np.concatenate([w, [0.001, -0.002, 0.0015, -0.0008]]).astype(np.float32)
     assert (per_tensor(w).values.ravel()[4:] == 0).sum() == 2
+
+
+def test_ties_np_round_to_even_gqlearn_away_from_zero():
+    # max 127 makes the scale exactly 1: w / scale = w, ties at k + 0.5 exactly
+    w = np.array([127.0, 0.5, -0.5, 1.5, -2.5, 62.5, -63.5, 126.5], np.float32)
+    assert per_tensor(w).values.ravel().tolist() == [127, 1, -1, 2, -3, 63, -64, 127]
+    assert per_tensor(w, rounding="half_even").values.ravel().tolist() == \
+        np.round(w).astype(np.int8).tolist() == [127, 0, 0, 2, -2, 62, -64, 126]

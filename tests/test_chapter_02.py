@@ -151,6 +151,7 @@ def test_widget_example():
 
     w = np.array(SIXTEEN, np.float32)
     assert (gqlearn.quantize(w, 8).values == 0).sum() == 0
+    assert gqlearn.quantize(w, 8).values[8] == 85  # 0.01 in the group of small weights
     assert (gqlearn.quantize(w, 16).values == 0).sum() == 8
 
 
