@@ -173,7 +173,7 @@ def check_sqnr_db(fn: Callable[[np.ndarray, np.ndarray], float]) -> Feedback:
         qt = quantize(w, 32, bits=bits)
         expected = error_report(w, qt).sqnr_db
         got, err = _call(fn, w, qt.dequantize())
-        if err:
+        if err is not None:
             return err
         if got is None:
             return wrong("your function returned None: write its body and `return` the SQNR.")
@@ -181,17 +181,17 @@ def check_sqnr_db(fn: Callable[[np.ndarray, np.ndarray], float]) -> Feedback:
             value = float(got)
         except (TypeError, ValueError):
             return wrong(f"return one number (a float), got {type(got).__name__}.")
-        if np.isclose(value, expected, rtol=1e-6):
+        if np.isclose(value, expected, rtol=1e-6, atol=0):
             continue
-        if np.isclose(value, expected / 2, rtol=1e-6):
+        if np.isclose(value, expected / 2, rtol=1e-6, atol=0):
             return wrong(f"trial {trial + 1} ({bits} bits): half the SQNR. A ratio of powers "
                          f"(squares) takes 10·log10, not 20·log10... or you took a square root.")
-        if np.isclose(value, 2 * expected, rtol=1e-6):
+        if np.isclose(value, 2 * expected, rtol=1e-6, atol=0):
             return wrong(f"trial {trial + 1} ({bits} bits): twice the SQNR. Use 10·log10 of a "
                          f"ratio of sums of squares (20·log10 is for amplitudes).")
-        if np.isclose(value, -expected, rtol=1e-6):
+        if np.isclose(value, -expected, rtol=1e-6, atol=0):
             return wrong(f"trial {trial + 1}: wrong sign: signal power on top, error below.")
-        if np.isclose(value, 10 ** (expected / 10), rtol=1e-6):
+        if np.isclose(value, 10 ** (expected / 10), rtol=1e-6, atol=0):
             return wrong(f"trial {trial + 1}: that is the ratio itself; express it in dB.")
         return wrong(f"trial {trial + 1} ({bits} bits, shape {shape}) gives another value. "
                      f"Hint: SQNR = 10·log10(Σ w² / Σ (w − w_hat)²), summed over all weights "
@@ -209,7 +209,7 @@ def check_predicted_mse(fn: Callable[[np.ndarray, int], float]) -> Feedback:
         s64 = s.astype(np.float64)
         expected = float(np.mean((g - 1) / g * s64 ** 2 / 12))
         got, err = _call(fn, s, g)
-        if err:
+        if err is not None:
             return err
         if got is None:
             return wrong("your function returned None: write its body and `return` the MSE.")
@@ -217,7 +217,7 @@ def check_predicted_mse(fn: Callable[[np.ndarray, int], float]) -> Feedback:
             value = float(got)
         except (TypeError, ValueError):
             return wrong(f"return one number (a float), got {type(got).__name__}.")
-        if np.isclose(value, expected, rtol=1e-6):
+        if np.isclose(value, expected, rtol=1e-6, atol=0):
             continue
         hints = [(expected * g / (g - 1), "you left out the (g − 1)/g factor: the group's "
                   "largest weight lands exactly on the grid and has no error."),
@@ -227,7 +227,7 @@ def check_predicted_mse(fn: Callable[[np.ndarray, int], float]) -> Feedback:
                   "not the square of the average scale."),
                  ((g - 1) / g * float(np.mean(s64)) / 12, "square the scales.")]
         for v, msg in hints:
-            if np.isclose(value, v, rtol=1e-6):
+            if np.isclose(value, v, rtol=1e-6, atol=0):
                 return wrong(f"group size {g}: {msg}")
         return wrong(f"group size {g}: another value. Hint: for each group, (g − 1)/g · "
                      f"scale²/12; then the mean over the groups.")
