@@ -37,7 +37,8 @@ def plot_error_vs_group_size(group_sizes: Sequence[int], errors: Mapping[str, Se
     fig, ax = plt().subplots(figsize=(9, 4.2), layout="constrained")
     for (label, err), style in zip(errors.items(), ("o-", "s--", "^:")):
         ax.plot(group_sizes, err, style, label=label)
-    ax.set(xscale="log", yscale="log", xlabel="group size (weights per scale)",
+    bits_note = "" if bits_per_weight is None else "; under it, bits per weight (b/w)"
+    ax.set(xscale="log", yscale="log", xlabel="group size (weights per scale)" + bits_note,
            ylabel="relative error ||w - w'|| / ||w||",
            title="Smaller groups, smaller error (log axes)")
     labels = [f"{g}" if bits_per_weight is None else f"{g}\n{b:.3g} b/w"
