@@ -86,12 +86,22 @@ def test_single_outlier():
     rows = synthetic.gaussian((256, 4096), seed=1)
     spiked = rows.copy()
     spiked[:, 1000] = 20 * STD
-    ratios = {}
+    ratios, group_factor, own_max = {}, {}, {}
     for g in (32, 4096):
         clean, spike = (gqlearn.error_report(x, gqlearn.quantize(x, g)) for x in (rows, spiked))
         ratios[g] = spike.mse / clean.mse
-        assert spike.group_mse[:, 1000 // g].mean() / clean.group_mse[:, 1000 // g].mean() > 10
+        group_factor[g] = spike.group_mse[:, 1000 // g].mean() / clean.group_mse[:, 1000 // g].mean()
+        assert group_factor[g] > 10
+        k = 1000 // g
+        own_max[g] = np.abs(rows[:, k * g:(k + 1) * g]).max(axis=1).mean()
     assert ratios[32] < 2 and ratios[4096] > 10
+    # "the spike multiplies the scale more for a group of 32, whose own largest weight is smaller"
+    assert group_factor[32] > group_factor[4096] and own_max[32] < own_max[4096]
+
+
+def test_histogram_clips_the_longest_tails():
+    mats = {k: synthetic.make_weights(k, SHAPE, seed=0) for k in synthetic.DISTRIBUTIONS}
+    assert any(np.abs(w).max() > 25 * STD for w in mats.values())  # "beyond ±25 are off the chart"
 
 
 def test_outlier_groups_lose_most_weights_to_zero():

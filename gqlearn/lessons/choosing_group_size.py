@@ -51,8 +51,9 @@ def plot_sweep(rows: Sequence[Mapping[str, Any]],
                           color=color, base=2)
             if knees and (name, bits) in knees:
                 k = next(r for r in pts if r["g"] == knees[(name, bits)])
-                top.plot(k["g"], k["sqnr_db"], "*", ms=13, color=color, markeredgecolor="k")
-                bottom.plot(k["g"], 100 * k["relative_error"], "*", ms=13, color=color,
+                ms = 15 - 2.5 * i  # later stars smaller, so coinciding knees stay visible
+                top.plot(k["g"], k["sqnr_db"], "*", ms=ms, color=color, markeredgecolor="k")
+                bottom.plot(k["g"], 100 * k["relative_error"], "*", ms=ms, color=color,
                             markeredgecolor="k")
         top.set_title(f"{bits} bits: bits/weight = {bits} + 32/g", fontsize=10)
         top.set_ylabel("SQNR (dB)")

@@ -68,7 +68,7 @@ def plot_outliers(om: synthetic.OutlierMatrix, group_size: int = 128, bits: int 
     a.set_xlabel("column (input channel)")
     a.set_ylabel("largest |w| in the column (log)")
     a.set_title("Outlier columns", fontsize=10)
-    a.legend(fontsize=8, loc="lower right")
+    a.legend(fontsize=8, loc="center left")  # the empty band, left of the spikes
     qt = quantize(om.weights, group_size, bits=bits)
     im = b.imshow(np.log10(qt.scales[:64]), aspect="auto", cmap="viridis",
                   interpolation="nearest")
