@@ -167,7 +167,9 @@ def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
 
 def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_sig: np.ndarray,
             group_abs: np.ndarray, n_zeroed: int, n_nonzero: int) -> ErrorReport:
-    if not np.isfinite(gmax).all():
+    # The numba kernel's running max skips NaN (NaN > m is False), so the signal sums, which
+    # NaN and Inf always poison, are checked too; w*w in float64 cannot overflow for float32 w.
+    if not (np.isfinite(gmax).all() and np.isfinite(group_sig).all()):
         raise ValueError("w contains NaN or Inf; error metrics need finite weights")
     gs = qt.group_size
     group_max = gmax.reshape(qt.scales.shape)
