@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +24,28 @@ from typing import Any
 
 import numpy as np
 
+from ..models.safetensors_io import ModelFileError
 from .llama import Llama, LlamaConfig
 
 __all__ = ["GGUFError", "open_gguf", "read_metadata", "read_llama_config", "tensor_infos",
            "iter_gguf_tensors", "load_gguf", "load_llama", "save_llama_gguf"]
 
 
-class GGUFError(ValueError):
-    """A GGUF file is truncated, malformed, or not the kind of model asked for."""
+class GGUFError(ModelFileError):
+    """A GGUF file is truncated, malformed, or not the kind of model asked for.
+
+    A :class:`gqlearn.models.ModelFileError` (hence a ``ValueError``).  Raised as
+    ``GGUFError(file, message, tensor=None)`` or, with the file already in the message,
+    ``GGUFError(message)`` (then ``file`` is None).
+    """
+
+    def __init__(self, file_or_message: str | os.PathLike[str], message: str | None = None,
+                 tensor: str | None = None):
+        if message is not None:
+            super().__init__(file_or_message, message, tensor)
+        else:
+            ValueError.__init__(self, str(file_or_message))
+            self.file, self.tensor = None, tensor  # type: ignore[assignment]
 
 
 @functools.cache
@@ -114,10 +129,13 @@ def open_gguf(path: str | os.PathLike[str]) -> Any:
         reader.path = path
         return reader
     except GGUFError as exc:
-        raise GGUFError(f"{path}: {exc}") from None
-    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError) as exc:
-        raise GGUFError(f"{path}: not a readable GGUF file (truncated or malformed header): "
-                        f"{exc}") from exc
+        raise GGUFError(path, str(exc)) from None
+    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, TypeError,
+            AttributeError, struct.error, RecursionError, MemoryError) as exc:
+        # whatever gguf's parser trips on; MemoryError: a count that asks for the impossible
+        message = " ".join(str(exc).split())[:200]
+        raise GGUFError(path, f"not a readable GGUF file (truncated or malformed header): "
+                              f"{type(exc).__name__}: {message}") from None
 
 
 def _field_value(field: Any) -> Any:
