@@ -506,6 +506,9 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         Also write the quantized model there, in the format of :func:`save_quantized`.  Each
         tensor is written as soon as it is quantized and the memory map is released after
         each, so memory stays bounded by a few times the largest tensor, not the model size.
+        A target that cannot be written (a directory, a file as its folder, no permission)
+        raises :class:`gqlearn.models.SaveError` before any tensor is quantized; so does a
+        full disk, when it happens, leaving the target as it was.
     threads : int, optional
         Passed to :func:`gqlearn.quantize`.
 
