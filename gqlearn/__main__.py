@@ -21,10 +21,12 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import signal
 import sys
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from . import __version__
@@ -143,12 +145,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .models.safetensors_io import ModelFileError
 
     try:
-        return _fetch(args) if args.command == "fetch" else _explore(args)
-    except (ModelFileError, FetchError, FileNotFoundError, ValueError, TypeError) as exc:
-        print(f"gqlearn {args.command}: error: {exc}", file=sys.stderr)
+        with _sigterm_as_exit():
+            return _fetch(args) if args.command == "fetch" else _explore(args)
+    except (ModelFileError, FetchError, OSError, ValueError, TypeError) as exc:
+        # One line, whatever a hostile file put in the message (tensor names can hold "\n").
+        message = " ".join(str(exc).split("\n"))
+        print(f"gqlearn {args.command}: error: {message}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # pragma: no cover - interactive
         return 130
+
+
+@contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """Turn SIGTERM (``timeout``, ``docker stop``, CI runners) into ``SystemExit(143)`` so that
+    it unwinds like Ctrl-C does: a save in progress removes its temporary file."""
+    def terminate(signum: int, frame: object) -> None:
+        raise SystemExit(128 + signum)
+
+    try:
+        previous = signal.signal(signal.SIGTERM, terminate)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":  # pragma: no cover

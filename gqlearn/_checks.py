@@ -78,9 +78,14 @@ def check_rounding(rounding: object) -> str:
 
 def nonfinite_error(w: np.ndarray, name: str = "w") -> ValueError:
     """Build the error for a tensor known to hold NaN or Inf, naming the first bad element."""
-    flat_index = int(np.flatnonzero(~np.isfinite(w.reshape(-1).astype(np.float32)))[0])
+    with np.errstate(over="ignore"):
+        flat_index = int(np.flatnonzero(~np.isfinite(w.reshape(-1).astype(np.float32)))[0])
     index = np.unravel_index(flat_index, w.shape)
     value = w.reshape(-1)[flat_index]
+    if np.isfinite(value):  # finite in its own dtype (float64), out of float32's range
+        return ValueError(f"{name} holds {value:g} at index {tuple(int(i) for i in index)}, which "
+                          f"overflows float32 (largest {np.finfo(np.float32).max:g}); gqlearn "
+                          f"computes in float32. Rescale the weights, or clip them explicitly")
     return ValueError(f"{name} contains NaN or Inf (first at index {tuple(int(i) for i in index)}: "
                       f"{value}); quantization needs finite weights. Find where they came from, or "
                       f"replace them explicitly, e.g. np.nan_to_num({name})")

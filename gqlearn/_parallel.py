@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable
 
@@ -114,15 +114,22 @@ def plan_blocks(n_groups: int, group_size: int, chunk_elements: int) -> tuple[li
     return blocks, len(starts)
 
 
-def _get_pool(threads: int) -> ThreadPoolExecutor:
+def _submit(fn: Callable[[], None], n: int) -> list[Future]:
+    """Submit ``fn`` ``n`` times to the shared pool, growing it to ``n`` workers if needed.
+
+    Growing and submitting happen under one lock: otherwise a call could take the old pool, a
+    concurrent call with more threads shut it down, and the first call's ``submit`` fail with
+    "cannot schedule new futures after shutdown".  The old pool is shut down without waiting;
+    the work already submitted to it still runs to completion.
+    """
     global _pool, _pool_size
     with _pool_lock:
-        if _pool is None or _pool_size < threads:
+        if _pool is None or _pool_size < n:
             if _pool is not None:
-                _pool.shutdown(wait=True)
-            _pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="gqlearn")
-            _pool_size = threads
-        return _pool
+                _pool.shutdown(wait=False)
+            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="gqlearn")
+            _pool_size = n
+        return [_pool.submit(fn) for _ in range(n)]
 
 
 def run_blocks(kernel: Callable[[Block], None], blocks: list[Block], threads: int) -> None:
@@ -146,8 +153,7 @@ def run_blocks(kernel: Callable[[Block], None], blocks: list[Block], threads: in
                 failed.set()
                 raise
 
-    pool = _get_pool(threads)
-    futures = [pool.submit(worker) for _ in range(threads)]
+    futures = _submit(worker, threads)
     errors = [f.exception() for f in futures]
     for error in errors:
         if error is not None:

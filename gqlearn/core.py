@@ -38,8 +38,8 @@ from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
                       nonfinite_error)
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "available_backends",
-           "BASELINE_BITS"]
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
+           "available_backends", "BASELINE_BITS"]
 
 Rounding = Literal["half_away", "half_even"]
 
@@ -103,6 +103,10 @@ class QuantizedTensor:
         if not np.isfinite(scales).all() or (scales <= 0).any():
             raise ValueError("scales must be finite and positive")
         qmax = 2 ** (self.bits - 1) - 1
+        if scales.max() > _MAX_SCALES[qmax]:
+            raise ValueError(f"scale {scales.max():.7g} is too large: {qmax} * scale overflows "
+                             f"float32, so dequantized weights would be inf; scales must be at "
+                             f"most {_MAX_SCALES[qmax]:.7g} for {self.bits} bits")
         if values.min() < -qmax or values.max() > qmax:
             raise ValueError(f"values must lie in [-{qmax}, {qmax}] for {self.bits} bits")
         object.__setattr__(self, "values", values)
@@ -186,6 +190,35 @@ _TRANSPOSE_UP_TO = 64
 _TINY = float(np.finfo(np.float32).tiny)
 
 
+def max_scale(qmax: int) -> np.float32:
+    """Largest float32 scale whose ``qmax * scale`` is finite in float32.
+
+    ``max|group| / qmax`` rounds up for a group near float32's maximum (3.4e38), and then
+    ``127 * scale`` overflows to inf on dequantization.  Scales are clamped to this bound.  We
+    clamp instead of raising because such weights are finite and quantizable, and instead of
+    computing ``q * scale`` in float64 because the clamp touches only groups whose max is within
+    one float32 step of 3.4e38 (no real weight comes near it), so on every other tensor the
+    scales, values and dequantized weights stay bit-exact with llama.cpp Q8_0 and llama2.c; the
+    clamped scale is at most one ulp smaller, so ``w / scale`` stays below ``qmax + 0.5`` and
+    rounds to ``qmax`` without clipping.
+
+    >>> float(max_scale(127) * np.float32(127)) <= float(np.finfo(np.float32).max)
+    True
+    """
+    return _MAX_SCALES[qmax]
+
+
+def _max_scale(qmax: int) -> np.float32:
+    s = np.float32(float(np.finfo(np.float32).max) / qmax)
+    with np.errstate(over="ignore"):
+        while not np.isfinite(s * np.float32(qmax)):
+            s = np.nextafter(s, np.float32(0))
+    return s
+
+
+_MAX_SCALES = {2 ** (b - 1) - 1: _max_scale(2 ** (b - 1) - 1) for b in range(2, 9)}
+
+
 def _round_inplace(y: np.ndarray, rounding: str) -> None:
     if rounding == "half_even":
         np.rint(y, out=y)
@@ -204,6 +237,11 @@ def _block_absmax(src: np.ndarray) -> np.ndarray:
     """Per-row max |x| of a 2-D block (any float dtype), in float32."""
     k, n = src.shape
     a = scratch("absmax", src.size)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range -> inf, reported after
+        return _block_absmax_into(src, a, k, n)
+
+
+def _block_absmax_into(src: np.ndarray, a: np.ndarray, k: int, n: int) -> np.ndarray:
     if n <= _TRANSPOSE_UP_TO:
         # numpy reduces short rows slowly (per-row overhead); a transposed copy turns the
         # reduction into n elementwise maxima over rows of length k, which vectorize.
@@ -219,6 +257,7 @@ def _block_absmax(src: np.ndarray) -> np.ndarray:
 def _scales_from_absmax(amax: np.ndarray, qmax: int) -> np.ndarray:
     scale = amax / np.float32(qmax)
     scale[scale == 0] = 1.0  # all-zero group, or one so small its scale underflows
+    np.minimum(scale, _MAX_SCALES[qmax], out=scale)  # keep qmax * scale finite (max_scale)
     return scale
 
 
@@ -413,14 +452,28 @@ def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, 
         if groups.dtype == np.float32:
             kernel(groups, groups.view(np.uint32), qmax, half_even, reciprocal, values, scales,
                    bits)
+            _clamp_fused_scales(groups, values, scales, qmax, rounding, reciprocal)
             return
         # Other dtypes are widened to float32 a block at a time, to keep memory bounded.
         per_block = max(1, chunk // groups.shape[1])
         for g0 in range(0, groups.shape[0], per_block):
             g1 = g0 + per_block
-            block = groups[g0:g1].astype(np.float32)
+            with np.errstate(over="ignore"):  # out-of-range float64 -> inf -> NaN scale
+                block = groups[g0:g1].astype(np.float32)
             kernel(block, block.view(np.uint32), qmax, half_even, reciprocal, values[g0:g1],
                    scales[g0:g1], bits[g0:g1])
+    _clamp_fused_scales(groups, values, scales, qmax, rounding, reciprocal)
+
+
+def _clamp_fused_scales(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
+                        rounding: str, reciprocal: bool) -> None:
+    """Redo, as the numpy path does, the rare groups whose scale exceeds :func:`max_scale`."""
+    big = np.flatnonzero(scales > _MAX_SCALES[qmax])  # NaN (non-finite group) compares False
+    if big.size:
+        scales[big] = _MAX_SCALES[qmax]
+        redone = np.empty((big.size, groups.shape[1]), np.int8)
+        _quantize_rows(groups[big], scales[big], redone, qmax, rounding, reciprocal)
+        values[big] = redone
 
 
 def dequantize(qt: QuantizedTensor, *, threads: int | None = None,

@@ -19,6 +19,7 @@ what was asked, but sizes like 144 or 192 that no kernel is tuned for).
 
 from __future__ import annotations
 
+import math
 import numbers
 from typing import Literal
 
@@ -72,7 +73,8 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
     Raises
     ------
     ValueError
-        If ``dim`` or ``requested`` is not a positive integer, or ``policy`` is unknown.
+        If ``dim`` or ``requested`` is not a positive integer, ``dim`` is above ``2**63 - 1``
+        (no array axis is that long), or ``policy`` is unknown.
 
     Examples
     --------
@@ -94,4 +96,87 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
         while dim % size:
             size //= 2
         return size
-    return max(d for d in range(1, min(requested, dim) + 1) if dim % d == 0)
+    return max(d for d in _divisors(dim) if d <= requested)
+
+
+# Axis lengths are at most this (numpy's and safetensors' int64 sizes).
+_MAX_DIM = 2**63 - 1
+
+
+def _divisors(n: int) -> list[int]:
+    """Every divisor of ``n``, from its prime factors: milliseconds for any ``n < 2**63``
+    (a scan of 1..n takes 27 s for n = 10**9 + 7 and years for a prime near 2**61)."""
+    if n > _MAX_DIM:
+        raise ValueError(f"dim {n} is larger than any array axis can be (2**63 - 1)")
+    divisors = [1]
+    for p, k in _factorize(n).items():
+        divisors = [d * p**e for d in divisors for e in range(k + 1)]
+    return divisors
+
+
+def _factorize(n: int) -> dict[int, int]:
+    factors: dict[int, int] = {}
+    for p in (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37):
+        while n % p == 0:
+            factors[p] = factors.get(p, 0) + 1
+            n //= p
+    stack = [n] if n > 1 else []
+    while stack:
+        m = stack.pop()
+        if _is_prime(m):
+            factors[m] = factors.get(m, 0) + 1
+            continue
+        d = _pollard_brent(m)
+        stack += [d, m // d]
+    return factors
+
+
+def _is_prime(n: int) -> bool:
+    """Miller-Rabin with the first 12 primes as bases: exact for n < 3.3 * 10**24."""
+    if n < 2:
+        return False
+    bases = (2, 3, 5, 7, 11, 13, 17, 19, 23, 29, 31, 37)
+    if n in bases:
+        return True
+    d, r = n - 1, 0
+    while d % 2 == 0:
+        d, r = d // 2, r + 1
+    for a in bases:
+        x = pow(a, d, n)
+        if x in (1, n - 1):
+            continue
+        for _ in range(r - 1):
+            x = x * x % n
+            if x == n - 1:
+                break
+        else:
+            return False
+    return True
+
+
+def _pollard_brent(n: int) -> int:
+    """A nontrivial factor of the odd composite ``n`` (Brent's variant of Pollard's rho)."""
+    for c in range(1, n):
+        y, m, g, r, q = 2, 128, 1, 1, 1
+        x = ys = y
+        while g == 1:
+            x = y
+            for _ in range(r):
+                y = (y * y + c) % n
+            k = 0
+            while k < r and g == 1:
+                ys = y
+                for _ in range(min(m, r - k)):
+                    y = (y * y + c) % n
+                    q = q * abs(x - y) % n
+                g = math.gcd(q, n)
+                k += m
+            r *= 2
+        if g == n:
+            g = 1
+            while g == 1:
+                ys = (ys * ys + c) % n
+                g = math.gcd(abs(x - ys), n)
+        if g != n:
+            return g
+    raise AssertionError(f"no factor found for {n}")  # pragma: no cover - n is composite

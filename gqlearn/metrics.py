@@ -154,10 +154,12 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
         src = groups[b.g0:b.g1, b.c0:b.c1]
         q = values[b.g0:b.g1, b.c0:b.c1]
         x = scratch("metric_w", src.size).reshape(src.shape)
-        np.copyto(x, src, casting="unsafe")
+        with np.errstate(over="ignore"):  # float64 beyond float32's range: reported after
+            np.copyto(x, src, casting="unsafe")
         err = scratch("metric_err", src.size).reshape(src.shape)
         np.multiply(q, scales[b.g0:b.g1, None], out=err, dtype=np.float32)
-        np.subtract(err, x, out=err)
+        with np.errstate(over="ignore"):  # a mismatched qt: reported after
+            np.subtract(err, x, out=err)
         np.abs(err, out=err)
         gmax[b.g0:b.g1, b.piece] = err.max(axis=1)
         gabs[b.g0:b.g1, b.piece] = err.sum(axis=1, dtype=np.float64)
@@ -185,16 +187,23 @@ def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
     n = scales.size
     gmax, gsq, gsig, gabs = np.empty(n, np.float32), np.empty(n), np.empty(n), np.empty(n)
     zeroed, nonzero = np.empty(n, np.int64), np.empty(n, np.int64)
+    with np.errstate(over="ignore"):  # float64 beyond float32's range: reported after
+        groups = groups.astype(np.float32, copy=False)
     with _numba_threads(threads):
-        _fused().group_errors(groups.astype(np.float32, copy=False), values, scales,  # type: ignore[union-attr]
+        _fused().group_errors(groups, values, scales,  # type: ignore[union-attr]
                               gmax, gsq, gsig, gabs, zeroed, nonzero)
     return gmax, gsq, gsig, gabs, int(zeroed.sum()), int(nonzero.sum())
 
 
 def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_sig: np.ndarray,
             group_abs: np.ndarray, n_zeroed: int, n_nonzero: int) -> ErrorReport:
+    # The numba kernel's running max skips NaN (NaN > m is False), so the signal sums, which
+    # NaN and Inf always poison, are checked too; w*w in float64 cannot overflow for float32 w.
+    if not np.isfinite(group_sig).all():
+        raise ValueError("w contains NaN or Inf (or float64 values beyond float32's range); "
+                         "error metrics need finite float32 weights")
     if not np.isfinite(gmax).all():
-        raise ValueError("w contains NaN or Inf; error metrics need finite weights")
+        raise ValueError("|w - dequantize(qt)| overflows float32: is qt the quantization of w?")
     gs = qt.group_size
     group_max = gmax.reshape(qt.scales.shape)
     total_sq = float(group_sq.sum())

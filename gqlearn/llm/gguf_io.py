@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import os
+import struct
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,14 +24,28 @@ from typing import Any
 
 import numpy as np
 
+from ..models.safetensors_io import ModelFileError
 from .llama import Llama, LlamaConfig
 
 __all__ = ["GGUFError", "open_gguf", "read_metadata", "read_llama_config", "tensor_infos",
            "iter_gguf_tensors", "load_gguf", "load_llama", "save_llama_gguf"]
 
 
-class GGUFError(ValueError):
-    """A GGUF file is truncated, malformed, or not the kind of model asked for."""
+class GGUFError(ModelFileError):
+    """A GGUF file is truncated, malformed, or not the kind of model asked for.
+
+    A :class:`gqlearn.models.ModelFileError` (hence a ``ValueError``).  Raised as
+    ``GGUFError(file, message, tensor=None)`` or, with the file already in the message,
+    ``GGUFError(message)`` (then ``file`` is None).
+    """
+
+    def __init__(self, file_or_message: str | os.PathLike[str], message: str | None = None,
+                 tensor: str | None = None):
+        if message is not None:
+            super().__init__(file_or_message, message, tensor)
+        else:
+            ValueError.__init__(self, str(file_or_message))
+            self.file, self.tensor = None, tensor  # type: ignore[assignment]
 
 
 @functools.cache
@@ -114,14 +129,21 @@ def open_gguf(path: str | os.PathLike[str]) -> Any:
         reader.path = path
         return reader
     except GGUFError as exc:
-        raise GGUFError(f"{path}: {exc}") from None
-    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError) as exc:
-        raise GGUFError(f"{path}: not a readable GGUF file (truncated or malformed header): "
-                        f"{exc}") from exc
+        raise GGUFError(path, str(exc)) from None
+    except (ValueError, KeyError, IndexError, OverflowError, UnicodeDecodeError, TypeError,
+            AttributeError, struct.error, RecursionError, MemoryError) as exc:
+        # whatever gguf's parser trips on; MemoryError: a count that asks for the impossible
+        message = " ".join(str(exc).split())[:200]
+        raise GGUFError(path, f"not a readable GGUF file (truncated or malformed header): "
+                              f"{type(exc).__name__}: {message}") from None
 
 
-def _field_value(field: Any) -> Any:
-    return field.contents()
+def _field_value(field: Any, path: Path | None = None) -> Any:
+    try:
+        return field.contents()
+    except (ValueError, IndexError, TypeError, UnicodeDecodeError, OverflowError) as exc:
+        raise GGUFError(path or "<gguf>", f"metadata key {field.name!r} cannot be decoded "
+                                          f"({type(exc).__name__}): a corrupt file") from None
 
 
 def read_metadata(source: Source, *, skip_arrays_longer_than: int = 64) -> dict[str, Any]:
@@ -130,13 +152,13 @@ def read_metadata(source: Source, *, skip_arrays_longer_than: int = 64) -> dict[
     Arrays longer than ``skip_arrays_longer_than`` (the tokenizer's 49152 tokens, ...) are
     replaced by a short description, ``"<array of N>"``.
     """
-    reader, _ = _reader(source)
+    reader, path = _reader(source)
     out: dict[str, Any] = {}
     for key, fld in reader.fields.items():
         if len(fld.data) > skip_arrays_longer_than:
             out[key] = f"<array of {len(fld.data)}>"
         else:
-            out[key] = _field_value(fld)
+            out[key] = _field_value(fld, path)
     return out
 
 
@@ -144,7 +166,7 @@ def _require(reader: Any, path: Path, key: str) -> Any:
     fld = reader.get_field(key)
     if fld is None:
         raise GGUFError(f"{path}: metadata key {key!r} is missing")
-    return _field_value(fld)
+    return _field_value(fld, path)
 
 
 def read_llama_config(source: Source) -> LlamaConfig:
@@ -167,7 +189,12 @@ def read_llama_config(source: Source) -> LlamaConfig:
     vocab = reader.get_field("llama.vocab_size")
     tokens = reader.get_field("tokenizer.ggml.tokens")
     if vocab is not None:
-        vocab_size = int(_field_value(vocab))
+        try:
+            vocab_size = int(_field_value(vocab, path))
+        except (TypeError, ValueError, OverflowError) as exc:
+            if isinstance(exc, GGUFError):
+                raise
+            raise GGUFError(path, f"llama.vocab_size is not a number: {exc}") from None
     elif tokens is not None:
         vocab_size = len(tokens.data)
     else:
@@ -177,6 +204,17 @@ def read_llama_config(source: Source) -> LlamaConfig:
     def f32(key: str) -> float:  # the shortest decimal that is the stored float32
         return float(str(np.float32(_require(reader, path, key))))
 
+    try:
+        return _llama_config(reader, path, vocab_size, ctx, f32)
+    except GGUFError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:  # a string or array where a number
+        raise GGUFError(path, f"the llama.* metadata is not a valid configuration: "
+                              f"{exc}") from None
+
+
+def _llama_config(reader: Any, path: Path, vocab_size: int, ctx: Any,
+                  f32: Any) -> LlamaConfig:
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=int(_require(reader, path, "llama.embedding_length")),
@@ -186,7 +224,7 @@ def read_llama_config(source: Source) -> LlamaConfig:
         ffn_size=int(_require(reader, path, "llama.feed_forward_length")),
         rope_base=f32("llama.rope.freq_base"),
         rms_eps=f32("llama.attention.layer_norm_rms_epsilon"),
-        context_length=int(_field_value(ctx)) if ctx is not None else 2048,
+        context_length=int(_field_value(ctx, path)) if ctx is not None else 2048,
     )
 
 
@@ -204,7 +242,8 @@ def _dequantize(path: Path, tensor: Any) -> np.ndarray:
     from gguf import quants
 
     try:
-        data = quants.dequantize(tensor.data, tensor.tensor_type)
+        with np.errstate(all="ignore"):  # a corrupt float16 scale: inf/NaN, reported below
+            data = quants.dequantize(tensor.data, tensor.tensor_type)
     except (ValueError, NotImplementedError, TypeError) as exc:
         raise GGUFError(f"{path}: tensor {tensor.name!r} ({tensor.tensor_type.name}) could "
                         f"not be dequantized: {exc}") from exc

@@ -13,6 +13,7 @@ from .fetch import FetchError, cache_dir, default_model_dir, fetch_default_model
 from .roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
 from .safetensors_io import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
                              open_checkpoint, read_header)
+from .safetensors_writer import SaveError
 
 __all__ = ["open_checkpoint", "read_header", "Checkpoint", "TensorInfo", "ModelFileError",
            "PickleRefusedError", "classify", "layer_index", "should_quantize", "short_name",
@@ -21,6 +22,7 @@ __all__ = ["open_checkpoint", "read_header", "Checkpoint", "TensorInfo", "ModelF
            "save_quantized", "load_quantized", "QuantizedModel", "SentenceEncoder",
            "BertConfig", "cosine_similarity", "fetch_default_model", "default_model_dir",
            "cache_dir", "FetchError", "load_sentences", "load_reference_embeddings"]
+__all__ += ["SaveError"]
 
 
 def load_sentences() -> dict:

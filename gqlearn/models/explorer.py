@@ -38,8 +38,8 @@ from ..core import QuantizedTensor, dequantize, quantize
 from ..metrics import error_report
 from ..group_size import choose_group_size
 from .roles import ROLES, classify, layer_index, should_quantize
-from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint,
-                              read_header)
+from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, check_shape,
+                             open_checkpoint, parse_json, read_header)
 from .safetensors_writer import StreamingSafetensorsWriter
 
 __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
@@ -634,6 +634,9 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         Also write the quantized model there, in the format of :func:`save_quantized`.  Each
         tensor is written as soon as it is quantized and the memory map is released after
         each, so memory stays bounded by a few times the largest tensor, not the model size.
+        A target that cannot be written (a directory, a file as its folder, no permission)
+        raises :class:`gqlearn.models.SaveError` before any tensor is quantized; so does a
+        full disk, when it happens, leaving the target as it was.
     threads : int, optional
         Passed to :func:`gqlearn.quantize`.
 
@@ -881,36 +884,54 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
                                    f"{metadata.get('format')!r}, expected {FORMAT!r}); to "
                                    "explore an ordinary checkpoint use explore()")
     try:
-        entries = json.loads(metadata["tensors"])
+        entries = parse_json(path, metadata["tensors"], "the metadata's \"tensors\"")
         bits = int(metadata["bits"])
         rounding = metadata["rounding"]
         reciprocal = metadata.get("reciprocal", "false") == "true"
     except (KeyError, ValueError) as exc:
+        if isinstance(exc, ModelFileError):
+            raise
         raise ModelFileError(path, f"damaged metadata: {exc}") from None
+    if not isinstance(entries, dict):
+        raise ModelFileError(path, "damaged metadata: \"tensors\" must be a JSON object "
+                                   "mapping tensor names to their entries")
     tensors: dict[str, QuantizedTensor] = {}
     kept: dict[str, np.ndarray] = {}
     shapes: dict[str, tuple[int, ...]] = {}
     ckpt = Checkpoint(path, infos, [path], metadata)
     with ckpt:
         for name, e in entries.items():
-            shape = tuple(e["shape"])
+            if not isinstance(e, dict) or not isinstance(e.get("quantized"), bool):
+                raise ModelFileError(path, "damaged metadata: the entry must be an object with "
+                                           "a true/false \"quantized\"", name)
+            shape = check_shape(path, e.get("shape"), name)
             shapes[name] = shape
+            stored = name + ".values" if e["quantized"] else name
+            if stored not in infos:
+                raise ModelFileError(path, f"metadata lists it but the file lacks {stored!r}",
+                                     name)
+            if infos[stored].shape != shape:
+                # a reshape would silently scramble the rows
+                raise ModelFileError(path, f"metadata says shape {list(shape)} but "
+                                           f"{stored!r} is stored with shape "
+                                           f"{list(infos[stored].shape)}", name)
+            if not e["quantized"]:
+                kept[name] = ckpt.get(name)
+                continue
+            gs = e.get("group_size")
+            if isinstance(gs, bool) or not isinstance(gs, int):
+                raise ModelFileError(path, f"damaged metadata: group_size {gs!r} is not an "
+                                           "integer", name)
+            if name + ".scales" not in infos:
+                raise ModelFileError(path, f"metadata lists it but the file lacks "
+                                           f"{name + '.scales'!r}", name)
+            values = ckpt.get(name + ".values")
+            scales = ckpt.get(name + ".scales")
+            if e.get("per_tensor"):
+                values = values.reshape(1, -1)
             try:
-                if not e["quantized"]:
-                    kept[name] = ckpt.get(name)
-                    continue
-                values = ckpt.get(name + ".values")
-                scales = ckpt.get(name + ".scales")
-                gs = int(e["group_size"])
-                if e.get("per_tensor"):
-                    values = values.reshape(1, -1)
                 tensors[name] = QuantizedTensor(values, scales, gs, bits, rounding, reciprocal)
-            except KeyError as exc:
-                raise ModelFileError(path, f"metadata lists it but the file lacks {exc}",
-                                     name) from None
             except (TypeError, ValueError) as exc:
-                if isinstance(exc, ModelFileError):
-                    raise
                 raise ModelFileError(path, f"stored values do not form a valid quantized "
                                            f"tensor: {exc}", name) from None
     return QuantizedModel(tensors, kept, shapes, metadata)

@@ -36,12 +36,15 @@ except ImportError:  # pragma: no cover - a declared dependency
     ml_dtypes = None
 
 __all__ = ["Checkpoint", "TensorInfo", "ModelFileError", "PickleRefusedError", "open_checkpoint",
-           "read_header", "INDEX_NAME", "SAFETENSORS_DTYPES", "NUMPY_DTYPES"]
+           "read_header", "parse_json", "check_shape", "INDEX_NAME", "SAFETENSORS_DTYPES",
+           "NUMPY_DTYPES", "MAX_DIMS"]
 
 INDEX_NAME = "model.safetensors.index.json"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 # Largest header we accept (the safetensors package's own limit is 100 MB).
 _MAX_HEADER = 100_000_000
+# Most axes a tensor may have: numpy 1.x's limit (numpy 2 allows 64); real weights have <= 5.
+MAX_DIMS = 32
 
 # Every dtype the safetensors format defines, with its width in bits.
 SAFETENSORS_DTYPES = {
@@ -131,6 +134,39 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
+def _short(x: object, limit: int = 60) -> str:
+    """``repr(x)``, cut to about ``limit`` characters: a hostile field can be megabytes long."""
+    if isinstance(x, (list, dict, str)) and len(x) > limit:
+        x = x[:limit] if not isinstance(x, dict) else dict(list(x.items())[:4])
+        return repr(x)[:limit] + f"... ({type(x).__name__} too long)"
+    text = repr(x)
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def parse_json(file: str | os.PathLike[str], text: str | bytes, what: str) -> object:
+    """``json.loads(text)``, or a :class:`ModelFileError` naming ``file`` and ``what`` was
+    parsed (invalid UTF-8 or JSON, or nesting deeper than Python's recursion limit)."""
+    try:
+        return json.loads(text.decode("utf-8") if isinstance(text, bytes) else text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ModelFileError(file, f"{what} is not valid JSON ({exc}); a corrupt or foreign "
+                                   "file") from None
+    except RecursionError:
+        raise ModelFileError(file, f"{what} is JSON nested too deeply to be a model's: a "
+                                   "corrupt or hostile file") from None
+
+
+def check_shape(file: Path, shape: object, name: str | None) -> tuple[int, ...]:
+    """``shape`` as a tuple if it is a list of at most :data:`MAX_DIMS` non-negative ints."""
+    if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
+            _is_int(d) and d >= 0 for d in shape):
+        why = (f"{len(shape)} axes, more than {MAX_DIMS}"
+               if isinstance(shape, list) and len(shape) > MAX_DIMS else
+               "it must be a list of non-negative integers")
+        raise ModelFileError(file, f"invalid shape {_short(shape)}: {why}", name)
+    return tuple(shape)
+
+
 def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], dict[str, str]]:
     """Read and check the header of a safetensors file, without reading any tensor data.
 
@@ -175,11 +211,8 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], di
             raise ModelFileError(path, f"truncated: the header should be {n} bytes but the file "
                                        f"ends {size - 8} bytes after the length prefix")
         raw = f.read(n)
-    try:
-        header = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(path, f"the header is not valid JSON ({exc}); not a safetensors "
-                                   "file, or a corrupt one") from None
+    header = parse_json(path, raw, "the header")
+    del raw
     if not isinstance(header, dict):
         raise ModelFileError(path, "the header is not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -194,14 +227,13 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], di
         if not isinstance(entry, dict) or not {"dtype", "shape", "data_offsets"} <= entry.keys():
             raise ModelFileError(path, "header entry needs dtype, shape and data_offsets", name)
         dtype, shape, offsets = entry["dtype"], entry["shape"], entry["data_offsets"]
-        if dtype not in SAFETENSORS_DTYPES:
-            raise ModelFileError(path, f"unknown dtype {dtype!r} (safetensors defines "
+        if not isinstance(dtype, str) or dtype not in SAFETENSORS_DTYPES:
+            raise ModelFileError(path, f"unknown dtype {_short(dtype)} (safetensors defines "
                                        f"{', '.join(SAFETENSORS_DTYPES)})", name)
-        if not isinstance(shape, list) or not all(_is_int(d) and d >= 0 for d in shape):
-            raise ModelFileError(path, f"invalid shape {shape!r}", name)
+        shape = check_shape(path, shape, name)
         if (not isinstance(offsets, list) or len(offsets) != 2
                 or not all(_is_int(o) for o in offsets) or not 0 <= offsets[0] <= offsets[1]):
-            raise ModelFileError(path, f"invalid data_offsets {offsets!r}", name)
+            raise ModelFileError(path, f"invalid data_offsets {_short(offsets)}", name)
         begin, end = offsets
         bits = math.prod(shape) * SAFETENSORS_DTYPES[dtype]
         expected = -(-bits // 8)
@@ -213,7 +245,7 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], di
             raise ModelFileError(
                 path, f"truncated: the tensor's data runs to byte {end} of the data section, "
                       f"which holds only {data_size} bytes (file size {size})", name)
-        tensors[name] = TensorInfo(name, dtype, tuple(shape), path, end - begin)
+        tensors[name] = TensorInfo(name, dtype, shape, path, end - begin)
         spans.append((begin, end, name))
 
     # The data section must be covered exactly: no overlaps, no gaps, nothing after the end.
@@ -365,11 +397,27 @@ class Checkpoint:
                 f"{self.n_parameters:,} parameters{shards})")
 
 
+def _confined_shard(index: Path, shard: str, names: list[str]) -> Path:
+    """The shard's path, if it stays inside the index's folder once symlinks are resolved.
+
+    An index is data: a ``weight_map`` naming ``../../x`` or ``/etc/passwd`` must not make
+    gqlearn read files elsewhere.  The folder is the index's, or, when the index itself is a
+    symlink (the Hugging Face cache links ``snapshots/REV/*`` to ``blobs/``), the folder it
+    resolves into.
+    """
+    file = index.parent / shard
+    real = file.resolve()
+    folders = {index.parent.resolve(), index.resolve().parent}
+    if (Path(shard).is_absolute() or ".." in Path(shard).parts
+            or not any(real.is_relative_to(folder) for folder in folders)):
+        raise ModelFileError(index, f"weight_map names shard {_short(shard)}, which is outside "
+                                    "the index's folder; refusing to read it (shards must be "
+                                    "files beside the index)", names[0])
+    return file
+
+
 def _open_index(index: Path) -> Checkpoint:
-    try:
-        doc = json.loads(index.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ModelFileError(index, f"not valid JSON ({exc})") from None
+    doc = parse_json(index, index.read_bytes(), "the index")
     weight_map = doc.get("weight_map") if isinstance(doc, dict) else None
     if not isinstance(weight_map, dict) or not all(
             isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
@@ -380,7 +428,7 @@ def _open_index(index: Path) -> Checkpoint:
         shards.setdefault(shard, []).append(name)
     headers = {}
     for shard, names in shards.items():
-        file = index.parent / shard
+        file = _confined_shard(index, shard, names)
         if Path(shard).suffix.lower() in PICKLE_SUFFIXES:
             raise PickleRefusedError(file)
         if not file.is_file():
@@ -396,7 +444,10 @@ def _open_index(index: Path) -> Checkpoint:
         infos[name] = tensors[name]
     metadata = dict(headers[next(iter(shards))][1]) if shards else {}
     if isinstance(doc.get("metadata"), dict):
-        metadata["index"] = json.dumps(doc["metadata"])
+        try:
+            metadata["index"] = json.dumps(doc["metadata"])
+        except RecursionError:  # pragma: no cover - parse_json refuses deeper nesting first
+            raise ModelFileError(index, "metadata nested too deeply") from None
     return Checkpoint(index, infos, [index.parent / s for s in shards], metadata)
 
 
