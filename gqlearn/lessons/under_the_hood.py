@@ -105,5 +105,5 @@ def plot_group_size_timing(rows: Sequence[tuple[str, int, float]]):  # noqa: ANN
     ax.set_ylabel("time per weight (ns)")
     ax.set_ylim(bottom=0)
     ax.set_title("gqlearn.quantize, one thread: time per weight by group size")
-    ax.legend(loc="upper right", fontsize=8, ncols=2)
+    ax.legend(loc="best", fontsize=8, ncols=2)
     return fig
