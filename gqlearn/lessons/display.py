@@ -115,8 +115,10 @@ def live_widget(update: Callable[..., Any], name: str, **controls: Any) -> ipywi
 
     Examples
     --------
+    >>> import contextlib, io
     >>> import ipywidgets as widgets
-    >>> w = live_widget(lambda x: None, "demo", x=widgets.IntSlider(value=1, min=0, max=3))
+    >>> with contextlib.redirect_stdout(io.StringIO()):  # outside Jupyter, widgets print escapes
+    ...     w = live_widget(lambda x: None, "demo", x=widgets.IntSlider(value=1, min=0, max=3))
     >>> w
     [demo: an interactive widget; run the cells above in Jupyter to use it]
     """
