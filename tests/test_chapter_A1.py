@@ -127,6 +127,16 @@ def test_ties_are_a_handful_and_differ_by_one_step(gaussian) -> None:
         assert diff.max() == 1
 
 
+def test_half_even_changes_exactly_the_ties_with_an_even_integer_part(gaussian) -> None:
+    groups = gaussian.reshape(-1, 32)
+    y = groups / (np.abs(groups).max(axis=1, keepdims=True) / np.float32(127))
+    ties = y[y % 1 == 0.5]
+    even = np.count_nonzero(np.trunc(ties) % 2 == 0)
+    changed = np.count_nonzero(gqlearn.quantize(gaussian, 32).values
+                               != gqlearn.quantize(gaussian, 32, rounding="half_even").values)
+    assert 0 < even == changed < ties.size
+
+
 def test_the_found_tie_is_not_an_exact_tie(gaussian) -> None:
     groups = gaussian.reshape(-1, 32)
     scale = np.abs(groups).max(axis=1) / np.float32(127)
@@ -204,6 +214,7 @@ def test_subnormal_scales() -> None:
     for reciprocal in (False, True):
         qt = gqlearn.quantize(edge, 4, reciprocal=reciprocal)
         assert qt.values[0, 0] == 127
+        assert qt.scales[0, 0] == np.float32(1e-45)  # one bit: the smallest subnormal
         assert qt.scales[0, 0] < tiny and qt.scales[1, 0] == 1 and qt.scales[2, 0] == 1
         assert not qt.values[1:].any()
 
