@@ -28,7 +28,7 @@ from browser_support import NOTEBOOKS, RESULTS, WIDGET_VIEW, widget_notebooks
 
 RUN_ALL_TIMEOUT = 240  # seconds for Run All of one notebook (all run side by side)
 CHANGE_TIMEOUT = 60  # seconds for a widget's output to respond to one move
-SETTLE = 0.4  # seconds an output must stay the same to count as redrawn
+SETTLE = 0.75  # seconds an output must stay the same to count as redrawn
 MAX_OPTIONS_TRIED = 12  # per dropdown, when looking for a setting that enables a control
 
 PATHS = widget_notebooks()
@@ -90,7 +90,7 @@ SNAPSHOT = """root => {
   const parts = [];
   for (const o of (outs.length ? outs : [root])) {
     parts.push(o.innerText);
-    for (const img of o.querySelectorAll('img')) parts.push(img.src.length + ':' + img.src.slice(-200));
+    for (const img of o.querySelectorAll('img')) parts.push(img.src.slice(0, 11) + img.src.length + ':' + img.src.slice(-200));
     for (const svg of o.querySelectorAll('svg')) parts.push(svg.outerHTML.length);
   }
   return parts.join('\\n');
@@ -104,7 +104,10 @@ def _stored_widget_views(path: Path) -> int:
 
 
 def _idle(page) -> bool:
-    return page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
+    """The kernel is idle: no cell running and no widget callback (the status bar's
+    "| Idle" follows the kernel's own status messages, comm messages included)."""
+    return (page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
+            and page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$")).count() > 0)
 
 
 def _tracebacks(page) -> list[str]:
@@ -112,7 +115,7 @@ def _tracebacks(page) -> list[str]:
         ".jp-Notebook .jp-OutputArea-output",
         "els => els.map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)')"
         " || /^\\w*(Error|Exception)\\b.*$/m.test(t) && t.includes('----> '))")
-    return [t[-1500:] for t in texts]
+    return [t[-3000:] for t in texts]
 
 
 class Widget:
@@ -137,8 +140,10 @@ class Widget:
         return next(c for c in self.controls() if c["id"] == desc["id"])
 
     def wait_changed(self, before: str, what: str) -> str:
-        """Wait until the output differs from ``before`` and has settled; return it."""
+        """Wait until the output differs from ``before`` and has settled, with no traceback
+        in it; return it."""
         deadline = time.monotonic() + CHANGE_TIMEOUT
+        images = before.count("data:image")
         now = self.snapshot()
         while now == before:
             if time.monotonic() > deadline:
@@ -150,10 +155,15 @@ class Widget:
             time.sleep(SETTLE)
             later = self.snapshot()
             if later == now and _idle(self.page):
-                return later
+                shown = _tracebacks(self.page)
+                assert not shown, f"{self.where}: {what}: a traceback:\n{shown[0]}"
+                if later.count("data:image") >= images:  # the plot is back too
+                    return later
             if time.monotonic() > deadline:
-                pytest.fail(f"{self.where}: {what}: the output kept changing for "
-                            f"{CHANGE_TIMEOUT} s", pytrace=False)
+                pytest.fail(f"{self.where}: {what}: no steady output with the kernel idle in "
+                            f"{CHANGE_TIMEOUT} s (output steady: {later == now}; images "
+                            f"{later.count('data:image')} of {images}; kernel idle: "
+                            f"{_idle(self.page)})", pytrace=False)
             now = later
 
     def move(self, desc: dict) -> None:
