@@ -116,6 +116,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 def pytest_terminal_summary(terminalreporter) -> None:
     if RESULTS:
+        RESULTS.pop("_start", None)
         seconds = RESULTS.pop("_seconds", float("nan"))
         per = ", ".join(f"{k}: {int(v)}" for k, v in RESULTS.items())
         terminalreporter.write_line(
