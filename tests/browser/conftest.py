@@ -28,9 +28,11 @@ CHROMIUM_FLAGS = [
 ]
 SERVER_START_TIMEOUT = 90  # seconds for JupyterLab to answer
 # JupyterLab user settings for the test: every cell kept in the page (no windowing, so all
-# outputs can be read), and no news or update checks that would reach the network.
+# outputs can be read), the notebook's own kernel started without asking,
+# and no news or update checks that would reach the network.
 LAB_SETTINGS = {
-    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {"windowingMode": "none"},
+    "@jupyterlab/notebook-extension/tracker.jupyterlab-settings": {
+        "windowingMode": "none", "autoStartDefaultKernel": True},
     "@jupyterlab/apputils-extension/notification.jupyterlab-settings": {
         "fetchNews": "false", "checkForUpdates": False},
 }

@@ -308,13 +308,20 @@ def _stop_kernel(url: str, rel: str) -> None:
             urllib.request.urlopen(request, timeout=60).close()
 
 
-def _accept_dialog(page) -> None:
-    """Accept a dialog JupyterLab may still show on opening (kernel choice), if any."""
-    try:
-        page.wait_for_selector(".jp-Dialog", timeout=1500)
-    except Exception:  # playwright's TimeoutError: no dialog, the usual case
-        return
-    page.locator(".jp-Dialog .jp-mod-accept").click()
+def _wait_kernel_ready(page, rel: str) -> None:
+    """Wait for the notebook's kernel to be idle, accepting the kernel-choice dialog that
+    JupyterLab shows when it opens a notebook before it has read the kernel list."""
+    deadline = time.monotonic() + 120
+    while True:
+        dialog = page.locator(".jp-Dialog .jp-mod-accept")
+        if dialog.count():
+            dialog.first.click()
+        elif page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count():
+            time.sleep(0.5)
+            if not page.locator(".jp-Dialog").count():
+                return
+        assert time.monotonic() < deadline, f"{rel}: the kernel did not start in 120 s"
+        time.sleep(0.25)
 
 
 @pytest.fixture(scope="session")
@@ -336,9 +343,7 @@ def started(request, browser, lab):
         _start_kernel(lab["url"], rel)  # else JupyterLab may ask which kernel to start
         page.goto(f"{lab['url']}/lab/workspaces/test{i}/tree/{rel}?reset")
         page.wait_for_selector(".jp-Notebook .jp-CodeCell", timeout=120_000)
-        _accept_dialog(page)
-        page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]',
-                               timeout=120_000)
+        _wait_kernel_ready(page, rel)
         page.locator(".lm-MenuBar-item", has_text=re.compile(r"^Run$")).click()
         page.locator('.lm-Menu-item[data-command="runmenu:run-all"]').click()
         tabs[rel] = (page, errors)
