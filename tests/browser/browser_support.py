@@ -11,8 +11,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = ROOT / "notebooks"
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
-# notebook -> controls moved, and the session's run time; printed at the end of the run
-RESULTS: dict[str, float] = {}
+# notebook -> (controls, moves), and the session's times; printed at the end of the run
+RESULTS: dict[str, object] = {}
 
 
 def unavailable(reason: str) -> None:

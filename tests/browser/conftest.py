@@ -117,10 +117,13 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
-    if RESULTS:
-        RESULTS.pop("_start", None)
-        seconds = RESULTS.pop("_seconds", float("nan"))
-        per = ", ".join(f"{k}: {int(v)}" for k, v in RESULTS.items())
-        terminalreporter.write_line(
-            f"browser test: {int(sum(RESULTS.values()))} widget controls moved in {seconds:.0f} s "
-            f"({per})")
+    """One line: how many widget controls the browser test moved, and in how long."""
+    if not RESULTS:
+        return
+    RESULTS.pop("_start", None)
+    seconds = RESULTS.pop("_seconds", float("nan"))
+    controls = sum(c for c, _ in RESULTS.values())
+    moves = sum(m for _, m in RESULTS.values())
+    per = ", ".join(f"{k}: {c}" for k, (c, _) in RESULTS.items())
+    terminalreporter.write_line(f"browser test: {controls} widget controls moved ({moves} moves) "
+                                f"in {seconds:.0f} s; {per}")

@@ -384,12 +384,13 @@ def _check_notebook(page, errors: list[str], rel: str) -> None:
     assert views == _stored_widget_views(NOTEBOOKS / rel), (
         f"{where}: {views} widgets drawn, the stored notebook has "
         f"{_stored_widget_views(NOTEBOOKS / rel)}")
-    moved = 0
+    moves = controls = 0
     for i in range(views):
         widget = Widget(page, i, f"{where} widget {i + 1}")
         widget.exercise()
         print(f"{where} widget {i + 1}: {len(widget.moved)} moves: {'; '.join(widget.moved)}")
-        moved += len(widget.moved)
-    RESULTS[rel] = moved
+        moves += len(widget.moved)
+        controls += len(widget.controls())
+    RESULTS[rel] = (controls, moves)
     assert not _tracebacks(page), f"{where}: traceback in an output:\n{_tracebacks(page)}"
     assert not errors, f"{where}: browser console errors:\n" + "\n".join(errors)
