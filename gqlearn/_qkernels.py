@@ -1,11 +1,11 @@
 """numba kernels for packed storage and ``qmatmul``: decode one row at a time.
 
 Each output row is computed by one thread from start to end (parallel over rows with
-``prange``), so results do not depend on the thread count.  A row is decoded into a small
-thread-local float32 buffer (``q * scale``, the same float32 products :func:`gqlearn.dequantize`
-computes), then dotted with each row of ``x``: the float32 weight matrix never exists, only one
-row per thread.  The dot products use ``fastmath`` reassociation so that they vectorize; the
-result is then a float32 sum in a different order than BLAS's, equal to float32 rounding.
+``prange``), so results do not depend on the thread count.  The float32 weight matrix never
+exists: the integer values are read from their packed bytes and multiplied by ``x`` directly
+(8 and 4 bits), or decoded one row at a time into a small thread-local buffer (other widths).
+The sums use ``fastmath`` reassociation so that they vectorize; the result is a float32 sum in
+a different order than BLAS's, equal to it up to float32 rounding.
 Imported only when numba is installed (``pip install gqlearn[fast]``).
 """
 
@@ -61,21 +61,67 @@ def _decode_row(row, scales, bits, group_size, n, buf):  # pragma: no cover
 
 @numba.njit(parallel=True, fastmath=_FAST, cache=True)
 def qmatmul_rows(packed, scales, x, bits, group_size, n, rows_per_task, out):  # pragma: no cover
-    """``out[b, r] = sum_i x[b, i] * (q[r, i] * scale[r, i // group_size])``."""
+    """``out[b, r] = sum_i x[b, i] * q[r, i] * scale[r, i // group_size]``.
+
+    8 bits, and 4 bits with an even group size, are fused: per group, the integer values
+    times ``x`` are summed, then multiplied by the group's scale (for 4 bits ``x`` is split into
+    its even and odd elements once, so the low and high nibbles of a byte meet contiguous
+    arrays and the loop vectorizes).  Other widths decode a row into a float32 buffer of
+    ``q * scale`` first, then take its dot product with each row of ``x``.
+    """
     rows = packed.shape[0]
     batch = x.shape[0]
+    n_groups = n // group_size
     width = max(n, packed.shape[1] * 8 // bits)  # room for a padded row
     n_tasks = (rows + rows_per_task - 1) // rows_per_task
+    nibbles = bits == 4 and group_size % 2 == 0
+    half = n // 2 if nibbles else 0
+    xe = np.empty((batch, half), dtype=np.float32)
+    xo = np.empty((batch, half), dtype=np.float32)
+    if nibbles:
+        for b in range(batch):
+            for j in range(half):
+                xe[b, j] = x[b, 2 * j]
+                xo[b, j] = x[b, 2 * j + 1]
     for t in prange(n_tasks):
-        buf = np.empty(width, dtype=np.float32)
+        buf = np.empty(0 if bits == 8 or nibbles else width, dtype=np.float32)
         for r in range(t * rows_per_task, min(rows, (t + 1) * rows_per_task)):
-            _decode_row(packed[r], scales[r], bits, group_size, n, buf)
-            for b in range(batch):
-                xb = x[b]
-                acc = np.float32(0)
-                for i in range(n):
-                    acc += buf[i] * xb[i]
-                out[b, r] = acc
+            row = packed[r]
+            srow = scales[r]
+            if bits == 8:
+                for b in range(batch):
+                    xb = x[b]
+                    total = np.float32(0)
+                    for g in range(n_groups):
+                        base = g * group_size
+                        acc = np.float32(0)
+                        for i in range(group_size):  # range(base, ...) does not vectorize
+                            acc += np.float32(row[base + i]) * xb[base + i]
+                        total += acc * srow[g]
+                    out[b, r] = total
+            elif nibbles:
+                gb = group_size // 2  # bytes per group
+                for b in range(batch):
+                    xeb = xe[b]
+                    xob = xo[b]
+                    total = np.float32(0)
+                    for g in range(n_groups):
+                        base = g * gb
+                        acc = np.float32(0)
+                        for k in range(gb):
+                            v = np.int32(row[base + k])
+                            acc += (np.float32((v & 15) - 8) * xeb[base + k]
+                                    + np.float32((v >> 4) - 8) * xob[base + k])
+                        total += acc * srow[g]
+                    out[b, r] = total
+            else:
+                _decode_row(row, srow, bits, group_size, n, buf)
+                for b in range(batch):
+                    xb = x[b]
+                    acc = np.float32(0)
+                    for i in range(n):
+                        acc += buf[i] * xb[i]
+                    out[b, r] = acc
 
 
 @numba.njit(parallel=True, cache=True)

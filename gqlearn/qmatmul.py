@@ -27,6 +27,10 @@ __all__ = ["qmatmul", "dequantize_packed", "QMATMUL_NUMBA_MAX_BATCH"]
 # (measured in bench/bench_qmatmul.py).
 QMATMUL_NUMBA_MAX_BATCH = 16
 
+# The numba backend uses one thread per this many weight-times-batch products, at most
+# ``threads`` (SmolLM2's 0.3 to 0.9 M-weight matrices get one thread at batch 1).
+_WEIGHTS_PER_THREAD = 1 << 21
+
 _kernels: object = False
 
 
@@ -158,6 +162,8 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
     batch = x2.shape[0]
     out = np.empty((batch, out_features), dtype=np.float32)
     if batch and _pick(backend, batch) == "numba":
+        # Small products run on one thread: starting the pool costs more than it saves.
+        threads = min(threads, max(1, qt.size * batch // _WEIGHTS_PER_THREAD))
         rows_per_task = max(1, -(-out_features // (8 * threads)))
         with _numba_threads(threads):
             _qkernels().qmatmul_rows(qt.packed, qt.scales, x2, qt.bits, qt.group_size,  # type: ignore[union-attr]
