@@ -385,7 +385,8 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
         ``w.shape[-1]``.  ``w.shape[-1]`` gives one scale per row; for a single scale for the
         whole tensor, quantize ``w.reshape(1, -1)`` with ``group_size=w.size``.
     bits : int, default 8
-        2 to 8.  ``qmax = 2**(bits-1) - 1``; values are stored as int8.
+        2 to 8.  ``qmax = 2**(bits-1) - 1``; values are stored as int8 at 8 bits and packed
+        (eight values in ``bits`` bytes, :mod:`gqlearn.packing`) below.
     rounding : {"half_away", "half_even"}, default "half_away"
         Rule for ties: half away from zero (the course's Rust ``f32::round``, llama.cpp) or half
         to even (numpy, torch).

@@ -1,3 +1,5 @@
+import importlib
+
 import numpy as np
 import pytest
 from hypothesis import given, strategies as st
@@ -38,7 +40,7 @@ def problems(draw):
     return quantize(w, g, bits=bits), x
 
 
-@given(problems(), st.sampled_from(BACKENDS), st.integers(1, 3))
+@given(problems(), st.sampled_from(["auto", *BACKENDS]), st.integers(1, 3))
 def test_qmatmul_agrees_with_dequantized_matmul(problem, backend, threads):
     qt, x = problem
     y = qmatmul(x, qt, backend=backend, threads=threads)
@@ -49,12 +51,15 @@ def test_qmatmul_agrees_with_dequantized_matmul(problem, backend, threads):
 @given(problems())
 def test_qmatmul_identical_for_any_thread_count_and_chunk(problem):
     qt, x = problem
-    for backend in BACKENDS:
+    for backend in ["auto", *BACKENDS]:
         first = qmatmul(x, qt, backend=backend, threads=1, chunk_elements=7)
         for threads in (2, 3):
             # numba: rows are independent, so neither threads nor blocking matter; numpy:
             # BLAS's summation order may depend on the block's shape, so same blocks only.
             chunk = 64 if backend == "numba" else 7
+            if backend == "auto" and x.ndim == 2 and x.shape[0] > 16:  # blocks decoded by
+                assert np.array_equal(first, qmatmul(x, qt, backend="numpy", threads=threads,
+                                                     chunk_elements=7))  # numba or numpy
             assert np.array_equal(qmatmul(x, qt, backend=backend, threads=threads,
                                           chunk_elements=chunk), first)
 
@@ -71,6 +76,19 @@ def test_qmatmul_exact_on_integers(backend, bits):
     expected = x.astype(np.float64) @ (q.reshape(9, 3, 16) * scales[:, :, None]).reshape(9, 48).T
     assert np.array_equal(qmatmul(x, qt, backend=backend), expected.astype(np.float32))
     assert np.array_equal(qmatmul(x[0], qt, backend=backend), expected[0].astype(np.float32))
+
+
+def test_auto_backend_picks_numba_for_small_batches_and_blas_blocks_for_large(monkeypatch):
+    module = importlib.import_module("gqlearn.qmatmul")  # the name is also the function's
+    if "numba" not in BACKENDS:
+        pytest.skip("needs numba")
+    picked = []
+    real = module._pick
+    monkeypatch.setattr(module, "_pick", lambda b, n: picked.append(real(b, n)) or picked[-1])
+    qt = quantize(np.ones((4, 8), np.float32), 4, bits=4)
+    qmatmul(np.ones((16, 8), np.float32), qt)
+    qmatmul(np.ones((17, 8), np.float32), qt)
+    assert picked == ["numba", "numpy"]
 
 
 def test_qmatmul_large_row_count_against_blas():
