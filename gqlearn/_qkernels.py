@@ -124,8 +124,7 @@ def qmatmul_rows(packed, scales, x, bits, group_size, n, rows_per_task, out):  #
                     out[b, r] = acc
 
 
-@numba.njit(parallel=True, cache=True)
-def dequantize_rows(packed, scales, bits, group_size, n, out):  # pragma: no cover
+def _dequantize_rows(packed, scales, bits, group_size, n, out):  # pragma: no cover
     """``out[r] = q[r] * scale`` for every stored row (bit-identical to the numpy path)."""
     rows = packed.shape[0]
     width = max(n, packed.shape[1] * 8 // bits)
@@ -136,3 +135,9 @@ def dequantize_rows(packed, scales, bits, group_size, n, out):  # pragma: no cov
             _decode_row(packed[r], scales[r], bits, group_size, n, buf)
             for i in range(n):
                 out[r, i] = buf[i]
+
+
+dequantize_rows = numba.njit(parallel=True, cache=True)(_dequantize_rows)
+# One thread, for decoding blocks between BLAS calls: a parallel region there would leave its
+# idle workers spinning while BLAS's own threads want the cores.
+dequantize_rows_serial = numba.njit(cache=True)(_dequantize_rows)

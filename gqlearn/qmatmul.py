@@ -182,9 +182,8 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
             r1 = min(r0 + step, out_features)
             w = block[:r1 - r0]
             if kernels is not None:
-                with _numba_threads(threads):
-                    kernels.dequantize_rows(packed[r0:r1], qt.scales[r0:r1], qt.bits,
-                                            qt.group_size, in_features, w)
+                kernels.dequantize_rows_serial(packed[r0:r1], qt.scales[r0:r1], qt.bits,
+                                               qt.group_size, in_features, w)
             else:
                 _dequantize_block(qt, r0, r1, w)
             np.matmul(x2, w.T, out=out[:, r0:r1])
