@@ -40,7 +40,7 @@ def rss_mib() -> float:
     return float("nan")
 
 
-def run_one(bits: int | None, group_size: int | None, tokens: int) -> dict:
+def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -> dict:
     import numpy as np
 
     from gqlearn.llm import (QuantizedLlama, load_llama, load_sample_text, open_gguf,
@@ -59,10 +59,11 @@ def run_one(bits: int | None, group_size: int | None, tokens: int) -> dict:
     del reader
     text_ids = tok.encode(load_sample_text()).ids[:128]
     fake_ppl = None
-    if bits is not None:
+    if bits is not None and fake:
         qw = quantize_linear_weights(model, bits, group_size, include_embedding=True)
         fake_ppl = perplexity(model.with_weights(qw.weights).forward(text_ids), text_ids)
         del qw
+    if bits is not None:
         model = QuantizedLlama.from_model(model, bits, group_size, include_embedding=True)
         weight_bytes = model.weight_nbytes
     else:
@@ -71,14 +72,16 @@ def run_one(bits: int | None, group_size: int | None, tokens: int) -> dict:
     rss = rss_mib()
     prompt = tok.encode(PROMPT).ids
     model.generate(prompt, 2)  # warm up (compile)
-    best = float("inf")
+    best = best_cpu = float("inf")
     for _ in range(3):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         out = model.generate(prompt, tokens)
         best = min(best, time.perf_counter() - t)
+        best_cpu = min(best_cpu, time.process_time() - c)
     ppl = perplexity(model.forward(text_ids), text_ids)
     return {"weight_mib": weight_bytes / 2**20, "rss_mib": rss, "base_rss_mib": base_rss, "tokens_s": tokens / best,
-            "ms_token": 1e3 * best / tokens, "ppl": ppl, "fake_ppl": fake_ppl,
+            "ms_token": 1e3 * best / tokens, "cpu_ms_token": 1e3 * best_cpu / tokens,
+            "load": os.getloadavg()[0], "ppl": ppl, "fake_ppl": fake_ppl,
             "text": tok.decode(out), "peak_rss_mib": _peak_mib()}
 
 
@@ -95,24 +98,30 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=32)
     parser.add_argument("--out", default=str(HERE / "results" / "decode.md"))
     parser.add_argument("--one", help=argparse.SUPPRESS)
+    parser.add_argument("--no-fake", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.one:
         bits, g = json.loads(args.one)
-        print(json.dumps(run_one(bits, g, args.tokens)))
+        print(json.dumps(run_one(bits, g, args.tokens, not args.no_fake)))
         return
     results = []
-    for label, bits, g in SETTINGS:
-        proc = subprocess.run([sys.executable, __file__, "--one", json.dumps([bits, g]),
-                               "--tokens", str(args.tokens)], capture_output=True, text=True,
-                              check=True)
-        r = json.loads(proc.stdout.strip().splitlines()[-1])
-        results.append((label, r))
-        print(label, r, flush=True)
+    one = {**os.environ, **{v: "1" for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS",
+                                              "GQLEARN_NUM_THREADS", "NUMBA_NUM_THREADS")}}
+    for env, threads in ((None, "all"), (one, "1")):
+        for label, bits, g in SETTINGS:
+            proc = subprocess.run([sys.executable, __file__, "--one", json.dumps([bits, g]),
+                                   "--tokens", str(args.tokens)]
+                                  + (["--no-fake"] if threads == "1" else []), capture_output=True,
+                                  text=True, check=True, env=env)
+            r = json.loads(proc.stdout.strip().splitlines()[-1])
+            r["threads"] = threads
+            results.append((label, r))
+            print(label, threads, r, flush=True)
     import numba
     import numpy as np
 
     import gqlearn
-    base = results[0][1]
+    base = {r["threads"]: r for label, r in results if label == "float32"}
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, "
              f"numba {numba.__version__}, Python {platform.python_version()}, "
              f"threads {gqlearn.default_threads()}. SmolLM2-135M-Instruct, every block matrix "
@@ -121,17 +130,19 @@ def main() -> None:
              f"perplexity of the first 128 tokens of the sample text. Each setting in a fresh "
              f"process; RSS after the float model is dropped, and above the RSS before loading "
              f"(interpreter, numpy, numba and the compiled kernels).", "",
-             "| weights | weight arrays (MiB) | RSS above start (MiB) | process RSS (MiB) "
-             "| tokens/s | ms/token | × float32 | perplexity | fake-quantized perplexity |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+             "| weights | threads | weight arrays (MiB) | RSS above start (MiB) | process RSS (MiB) "
+             "| tokens/s | ms/token | CPU ms/token | × float32 | perplexity "
+             "| fake-quantized perplexity | load average |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for label, r in results:
         fake = "—" if r["fake_ppl"] is None else f"{r['fake_ppl']:.6f}"
-        lines.append(f"| {label} | {r['weight_mib']:.1f} | "
+        lines.append(f"| {label} | {r['threads']} | {r['weight_mib']:.1f} | "
                      f"{r['rss_mib'] - r['base_rss_mib']:.0f} | {r['rss_mib']:.0f} | "
-                     f"{r['tokens_s']:.2f} | {r['ms_token']:.1f} | "
-                     f"{r['tokens_s'] / base['tokens_s']:.2f} | {r['ppl']:.6f} | {fake} |")
+                     f"{r['tokens_s']:.2f} | {r['ms_token']:.1f} | {r['cpu_ms_token']:.1f} | "
+                     f"{r['tokens_s'] / base[r['threads']]['tokens_s']:.2f} | {r['ppl']:.6f} | {fake} | "
+                     f"{r['load']:.1f} |")
     lines += ["", "Generated text:", ""]
-    lines += [f"- {label}: {r['text']!r}" for label, r in results]
+    lines += [f"- {label}: {r['text']!r}" for label, r in results if r["threads"] == "all"]
     lines += ["", "int8 g=128: SmolLM2's width 576 is not a multiple of 128, so those matrices "
               "use g=64 (as in the decoder chapter); ffn_down (width 1536) uses 128."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ __all__ = ["qmatmul", "dequantize_packed", "QMATMUL_NUMBA_MAX_BATCH"]
 
 # "auto" uses the fused kernel up to this batch; above it BLAS on dequantized blocks wins
 # (measured in bench/bench_qmatmul.py).
-QMATMUL_NUMBA_MAX_BATCH = 16
+QMATMUL_NUMBA_MAX_BATCH = 8
 
 # The numba backend uses one thread per this many weight-times-batch products, at most
 # ``threads`` (SmolLM2's 0.3 to 0.9 M-weight matrices get one thread at batch 1).
@@ -186,5 +186,5 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
                                                qt.group_size, in_features, w)
             else:
                 _dequantize_block(qt, r0, r1, w)
-            np.matmul(x2, w.T, out=out[:, r0:r1])
+            out[:, r0:r1] = x2 @ w.T  # BLAS into a contiguous result, then copied
     return out[0] if x.ndim == 1 else out
