@@ -143,6 +143,7 @@ def main() -> None:
                      f"{r['load']:.1f} |")
     lines += ["", "Generated text:", ""]
     lines += [f"- {label}: {r['text']!r}" for label, r in results if r["threads"] == "all"]
+    lines += ["", "Reading the table: the machine (2 cores) was shared with other jobs (load average in the last column). With all threads, numpy's multi-threaded BLAS suffers most: its threads wait for each other on a busy machine (float32: 900 ms/token with 2 threads, 80 ms with one), so the one-thread rows are the fair comparison. RSS above start includes about 200 MiB besides the weights (allocator pages kept after the float model and the quantization temporaries were freed, the KV cache, the tokenizer)."]
     lines += ["", "int8 g=128: SmolLM2's width 576 is not a multiple of 128, so those matrices "
               "use g=64 (as in the decoder chapter); ffn_down (width 1536) uses 128."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

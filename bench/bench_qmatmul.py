@@ -136,6 +136,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--out", default=str(HERE / "results" / "qmatmul.md"))
+    parser.add_argument("--notes", help="a text file appended to the results (analysis)")
     parser.add_argument("--single-thread", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single_thread:
@@ -164,6 +165,8 @@ def main() -> None:
     lines += ["", f"One thread (BLAS and qmatmul), wall-clock and CPU time; load average "
                   f"{single['load_before']:.1f} before, {single['load_after']:.1f} after:", ""]
     lines += table(single, cpu=True)
+    if args.notes:
+        lines += ["", Path(args.notes).read_text().strip()]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
