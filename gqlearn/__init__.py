@@ -5,9 +5,10 @@ from ._parallel import default_threads, set_num_threads
 from .core import QuantizedTensor, available_backends, dequantize, qmax_for_bits, quantize
 from .group_size import choose_group_size, halving_sequence
 from .metrics import error_report
+from .qmatmul import qmatmul
 
 __version__ = "0.1.0"
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "choose_group_size",
-           "halving_sequence", "error_report", "available_backends", "metrics", "default_threads", "set_num_threads",
+           "halving_sequence", "error_report", "qmatmul", "available_backends", "metrics", "default_threads", "set_num_threads",
            "__version__"]

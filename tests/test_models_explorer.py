@@ -10,7 +10,7 @@ from safetensors.numpy import save_file
 
 import gqlearn
 from gqlearn.models import explorer as explorer_module
-from gqlearn.models.explorer import (FORMAT, explore, fake_quantize, load_quantized,
+from gqlearn.models.explorer import (FORMAT, FORMAT_PACKED, explore, fake_quantize, load_quantized,
                                      parse_group_size, quantize_tensor, resolve_group_size,
                                      save_quantized)
 from gqlearn.models.safetensors_io import ModelFileError
@@ -168,7 +168,7 @@ def test_save_load_bit_for_bit(tmp_path, arrays, group_size, bits, rounding):
     out = tmp_path / "sub" / "q.safetensors"
     report = explore(arrays, group_size, bits=bits, rounding=rounding, save=out, keep=True)
     model = load_quantized(out)
-    assert model.metadata["format"] == FORMAT
+    assert model.metadata["format"] == (FORMAT if bits == 8 else FORMAT_PACKED)
     assert model.metadata["bits"] == str(bits) and model.metadata["rounding"] == rounding
     assert model.metadata["group_size"] == str(group_size)
     assert model.metadata["source"] == "<arrays>"
@@ -317,3 +317,69 @@ def test_explore_gguf(tmp_path, matrix_type, quantized_in_file):
         # int8 at group size 32 reproduces Q8_0 blocks exactly: no error at all
         assert report["blk.0.attn_q.weight"].max_abs_error == 0
     assert json.loads(report.to_json())["notes"] == report.notes
+
+
+def _header_bytes(path):
+    return 8 + int.from_bytes(path.read_bytes()[:8], "little")
+
+
+@pytest.mark.parametrize("bits, group_size", [(8, 32), (4, 32), (4, "tensor"), (3, 16), (2, "row"),
+                                              (6, 16)])
+def test_saved_file_is_the_reported_bytes_plus_header(tmp_path, arrays, bits, group_size):
+    out = tmp_path / "q.safetensors"
+    report = explore(arrays, group_size, bits=bits, save=out, keep=True)
+    data = out.stat().st_size - _header_bytes(out)
+    assert data == sum(r.bytes_after for r in report.results)
+    assert data == report.totals["bytes_after"]
+    for name, qt in report.quantized.items():
+        assert qt.values_nbytes == qt.packed.nbytes  # what the report counts is what is held
+    model = load_quantized(out)
+    for name, qt in report.quantized.items():
+        assert np.array_equal(model.tensors[name].packed, qt.packed)
+
+
+def test_4bit_file_holds_half_the_values_bytes_of_8bit(tmp_path, arrays):
+    sizes = {}
+    for bits in (8, 4):
+        out = tmp_path / f"q{bits}.safetensors"
+        report = explore(arrays, 32, bits=bits, save=out, keep=True)
+        sizes[bits] = sum(qt.values_nbytes for qt in report.quantized.values())
+        raw = load_quantized(out)
+        n = sum(qt.size for qt in raw.tensors.values())
+        assert sizes[bits] == n * bits // 8
+    assert sizes[4] * 2 == sizes[8]
+
+
+def test_loads_unpacked_sub8bit_file_of_format_v1(tmp_path, arrays):
+    out = tmp_path / "q.safetensors"
+    report = explore(arrays, 16, bits=4, save=out, keep=True)
+    model = load_quantized(out)
+    old = {n + ".values": qt.values for n, qt in model.tensors.items()}  # int8, one per byte
+    old.update({n + ".scales": qt.scales for n, qt in model.tensors.items()})
+    old.update(model.kept)
+    v1 = tmp_path / "v1.safetensors"
+    save_file(old, str(v1), metadata={**model.metadata, "format": FORMAT})
+    back = load_quantized(v1)
+    for name, qt in report.quantized.items():
+        assert np.array_equal(back.tensors[name].packed, qt.packed)
+        assert back.tensors[name].bits == 4
+
+
+def test_load_rejects_corrupt_packed_field(tmp_path, arrays):
+    out = tmp_path / "q.safetensors"
+    explore(arrays, 16, bits=4, save=out)
+    model = load_quantized(out)
+    name = "encoder.layer.0.output.dense.weight"
+    tensors = {n + ".values": qt.packed for n, qt in model.tensors.items()}
+    tensors.update({n + ".scales": qt.scales for n, qt in model.tensors.items()})
+    tensors.update(model.kept)
+    bad = tensors[name + ".values"].copy()
+    bad[0, 0] = 0  # field 0 is -8, outside the 4-bit range
+    tensors[name + ".values"] = bad
+    save_file(tensors, str(tmp_path / "bad.safetensors"), metadata=model.metadata)
+    with pytest.raises(ModelFileError, match=f"'{name}'.*outside"):
+        load_quantized(tmp_path / "bad.safetensors")
+    tensors[name + ".values"] = model.tensors[name].values  # unpacked bytes in a packed file
+    save_file(tensors, str(tmp_path / "bad2.safetensors"), metadata=model.metadata)
+    with pytest.raises(ModelFileError, match=f"'{name}'.*stored as uint8"):
+        load_quantized(tmp_path / "bad2.safetensors")

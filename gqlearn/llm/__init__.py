@@ -28,9 +28,10 @@ from .fetch import FetchError, cache_dir, fetch_smollm2, smollm2_path
 from .gguf_io import (GGUFError, iter_gguf_tensors, load_gguf, load_llama, open_gguf,
                       read_llama_config, read_metadata, tensor_infos)
 from .llama import KVCache, Llama, LlamaConfig
+from .quantized import QuantizedLlama
 from .tokenizer import tokenizer_from_gguf
 
-__all__ = ["load_smollm2", "Llama", "LlamaConfig", "KVCache", "iter_gguf_tensors", "load_gguf",
+__all__ = ["load_smollm2", "Llama", "QuantizedLlama", "LlamaConfig", "KVCache", "iter_gguf_tensors", "load_gguf",
            "load_llama", "open_gguf", "read_llama_config", "read_metadata", "tensor_infos", "GGUFError",
            "tokenizer_from_gguf", "smollm2_path", "fetch_smollm2", "cache_dir", "FetchError",
            "evaluate_quantization", "QuantEvaluation", "Setting", "quantize_linear_weights",

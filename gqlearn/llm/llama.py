@@ -264,14 +264,22 @@ class Llama:
         """Number of weights (the tied embedding counted once)."""
         return sum(w.size for w in self.weights.values())
 
+    def _linear(self, h: np.ndarray, name: str) -> np.ndarray:
+        """``h @ W.T`` for the matrix ``name`` (a quantized model overrides this)."""
+        return h @ self.weights[name].T
+
+    def _embed(self, ids: np.ndarray) -> np.ndarray:
+        """The embedding rows of ``ids``, a float32 copy."""
+        return self.weights["token_embd.weight"][ids]
+
     def _attention(self, i: int, h: np.ndarray, positions: np.ndarray,
                    cache: KVCache | None) -> np.ndarray:
-        c, w = self.config, self.weights
+        c = self.config
         t, hd, n_kv = h.shape[0], c.head_dim, c.n_kv_heads
         rep = c.n_heads // n_kv  # query heads per key/value head
-        q = (h @ w[f"blk.{i}.attn_q.weight"].T).reshape(t, c.n_heads, hd)
-        k = (h @ w[f"blk.{i}.attn_k.weight"].T).reshape(t, n_kv, hd)
-        v = (h @ w[f"blk.{i}.attn_v.weight"].T).reshape(t, n_kv, hd)
+        q = self._linear(h, f"blk.{i}.attn_q.weight").reshape(t, c.n_heads, hd)
+        k = self._linear(h, f"blk.{i}.attn_k.weight").reshape(t, n_kv, hd)
+        v = self._linear(h, f"blk.{i}.attn_v.weight").reshape(t, n_kv, hd)
         q = rope(q, positions, c.rope_base) * np.float32(1.0 / np.sqrt(hd))
         k = rope(k, positions, c.rope_base).transpose(1, 0, 2)  # (n_kv, T, hd)
         v = v.transpose(1, 0, 2)
@@ -294,13 +302,12 @@ class Llama:
         scores /= scores.sum(axis=-1, keepdims=True)
         out = scores.reshape(n_kv, rep * t, -1) @ v  # (n_kv, rep * T, hd)
         out = out.reshape(n_kv, rep, t, hd).transpose(2, 0, 1, 3).reshape(t, c.hidden_size)
-        return out @ w[f"blk.{i}.attn_output.weight"].T
+        return self._linear(out, f"blk.{i}.attn_output.weight")
 
     def _mlp(self, i: int, h: np.ndarray) -> np.ndarray:
-        w = self.weights
-        gate = silu(h @ w[f"blk.{i}.ffn_gate.weight"].T)
-        gate *= h @ w[f"blk.{i}.ffn_up.weight"].T
-        return gate @ w[f"blk.{i}.ffn_down.weight"].T
+        gate = silu(self._linear(h, f"blk.{i}.ffn_gate.weight"))
+        gate *= self._linear(h, f"blk.{i}.ffn_up.weight")
+        return self._linear(gate, f"blk.{i}.ffn_down.weight")
 
     def forward(self, ids: Sequence[int] | np.ndarray, cache: KVCache | None = None, *,
                 last_only: bool = False) -> np.ndarray:
@@ -330,14 +337,14 @@ class Llama:
                              f"{ids.max()}")
         start = len(cache) if cache is not None else 0
         positions = np.arange(start, start + ids.size)
-        x = w["token_embd.weight"][ids]  # (T, d), a copy
+        x = self._embed(ids)  # (T, d), a copy
         for i in range(c.n_layers):
             x += self._attention(i, rms_norm(x, w[f"blk.{i}.attn_norm.weight"], c.rms_eps),
                                  positions, cache)
             x += self._mlp(i, rms_norm(x, w[f"blk.{i}.ffn_norm.weight"], c.rms_eps))
         if last_only:
             x = x[-1:]
-        return rms_norm(x, w["output_norm.weight"], c.rms_eps) @ w[self.output_name].T
+        return self._linear(rms_norm(x, w["output_norm.weight"], c.rms_eps), self.output_name)
 
     def generate(self, ids: Sequence[int], max_new_tokens: int, *,
                  stop_ids: Sequence[int] = ()) -> list[int]:

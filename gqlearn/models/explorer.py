@@ -15,8 +15,9 @@ output channel, ``group_size="tensor"`` a single scale for the whole tensor.
 ``<name>.scales`` (float32) per quantized tensor plus the kept tensors unchanged, with
 metadata recording group sizes, bits, rounding and the source; :func:`load_quantized` reads it
 back, and dequantizing gives bit-for-bit the same float32 tensors.  Values of fewer than 8 bits
-are stored one per int8 byte in that file; the byte counts in the report assume them packed,
-as a deployment format would store them.
+are stored packed in that file, as in memory (``<name>.values`` then holds uint8 bytes, eight
+values in ``bits`` bytes, see :mod:`gqlearn.packing`), so the report's byte counts are the
+file's, apart from its header.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__
+from .. import __version__, packing
 from ..core import QuantizedTensor, dequantize, quantize
 from ..metrics import error_report
 from ..group_size import choose_group_size
@@ -47,6 +48,10 @@ __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resol
            "QuantizedModel", "natural_key", "FORMAT"]
 
 FORMAT = "gqlearn.quantized.v1"
+# Sub-8-bit values stored packed (gqlearn.packing: eight values in ``bits`` bytes along the last
+# axis, uint8); 8-bit files keep FORMAT, so loaders from before packing still read them.
+FORMAT_PACKED = "gqlearn.quantized.v2"
+FORMATS = (FORMAT, FORMAT_PACKED)
 GroupSize = int | str  # an int, "row" or "tensor"
 ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
 
@@ -586,7 +591,7 @@ def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
     if Path(model).suffix.lower() == ".gguf":
         return _GGUFSource(Path(model)), str(model), lambda: None
     ckpt = open_checkpoint(model)
-    if ckpt.metadata.get("format") == FORMAT:
+    if ckpt.metadata.get("format") in FORMATS:
         ckpt.close()
         raise ModelFileError(ckpt.path, "this is a model gqlearn already quantized; read it "
                                         "with gqlearn.models.load_quantized, and explore the "
@@ -691,7 +696,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             if keep:
                 quantized[p.name] = qt
             if writer:
-                writer.write(p.name + ".values", qt.values.reshape(p.shape))
+                writer.write(p.name + ".values", _stored_values(qt, p.shape))
                 writer.write(p.name + ".scales", qt.scales)
             del w, qt
             source.release()  # type: ignore[attr-defined]
@@ -755,7 +760,7 @@ def _layout_and_metadata(items: Sequence[_Planned | TensorResult], source: str,
         if r.quantized:
             gs = int(r.group_size)  # type: ignore[arg-type]
             scales = (1, 1) if per_tensor else (*r.shape[:-1], r.shape[-1] // gs)
-            layout += [(r.name + ".values", np.dtype(np.int8), r.shape),
+            layout += [(r.name + ".values", *_values_layout(r.shape, bits, per_tensor)),
                        (r.name + ".scales", np.dtype(np.float32), scales)]
             entries[r.name] = {"quantized": True, "group_size": gs, "shape": list(r.shape),
                                "dtype": r.dtype, "role": r.role, "per_tensor": per_tensor}
@@ -768,11 +773,25 @@ def _layout_and_metadata(items: Sequence[_Planned | TensorResult], source: str,
             if name + suffix in entries:
                 raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
                                  "would collide")
-    metadata = {"format": FORMAT, "gqlearn_version": __version__, "bits": str(bits),
+    metadata = {"format": FORMAT if bits == 8 else FORMAT_PACKED, "gqlearn_version": __version__, "bits": str(bits),
                 "rounding": rounding, "reciprocal": str(reciprocal).lower(),
                 "group_size": str(requested), "policy": policy, "source": source,
                 "tensors": json.dumps(entries)}
     return layout, metadata
+
+
+def _values_layout(shape: tuple[int, ...], bits: int,
+                   per_tensor: bool) -> tuple[np.dtype, tuple[int, ...]]:
+    """dtype and shape of a saved ``.values`` tensor: int8 of the original shape at 8 bits,
+    else the packed uint8 bytes (:attr:`QuantizedTensor.packed`, rows along the last axis)."""
+    if bits == 8:
+        return np.dtype(np.int8), tuple(shape)
+    qshape = (1, math.prod(shape)) if per_tensor else tuple(shape)
+    return np.dtype(np.uint8), packing.packed_shape(qshape, bits)
+
+
+def _stored_values(qt: QuantizedTensor, shape: tuple[int, ...]) -> np.ndarray:
+    return qt.values.reshape(shape) if qt.bits == 8 else qt.packed
 
 
 def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
@@ -799,8 +818,10 @@ def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits:
 def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     """Write a quantized model as safetensors, atomically.
 
-    Each quantized tensor ``name`` becomes ``name.values`` (int8, the original shape) and
-    ``name.scales`` (float32); kept tensors are stored unchanged under their own name.  The
+    Each quantized tensor ``name`` becomes ``name.values`` and ``name.scales`` (float32).  At 8
+    bits ``name.values`` is int8 of the original shape (format ``gqlearn.quantized.v1``); below
+    8 bits it holds the packed bytes, uint8 (format ``gqlearn.quantized.v2``; layout in
+    :mod:`gqlearn.packing`), so the file takes the bytes the report counts; kept tensors are stored unchanged under their own name.  The
     metadata records the format, gqlearn's version, bits, rounding, the requested group size,
     the back-off policy, the source, and per tensor its group size, shape, dtype and role.
 
@@ -827,7 +848,7 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
         for r in report.results:
             if r.quantized:
                 qt = report.quantized[r.name]
-                out.write(r.name + ".values", qt.values.reshape(r.shape))
+                out.write(r.name + ".values", _stored_values(qt, r.shape))
                 out.write(r.name + ".scales", qt.scales)
             else:
                 out.write(r.name, report.kept[r.name])
@@ -879,10 +900,11 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
     """
     path = Path(path)
     infos, metadata = read_header(path)
-    if metadata.get("format") != FORMAT:
+    if metadata.get("format") not in FORMATS:
         raise ModelFileError(path, f"not a gqlearn quantized model (metadata format is "
-                                   f"{metadata.get('format')!r}, expected {FORMAT!r}); to "
-                                   "explore an ordinary checkpoint use explore()")
+                                   f"{metadata.get('format')!r}, expected one of {FORMATS}); "
+                                   "to explore an ordinary checkpoint use explore()")
+    packed = metadata.get("format") == FORMAT_PACKED
     try:
         entries = parse_json(path, metadata["tensors"], "the metadata's \"tensors\"")
         bits = int(metadata["bits"])
@@ -910,11 +932,20 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
             if stored not in infos:
                 raise ModelFileError(path, f"metadata lists it but the file lacks {stored!r}",
                                      name)
-            if infos[stored].shape != shape:
+            qshape = (1, math.prod(shape)) if e["quantized"] and e.get("per_tensor") else shape
+            want = shape
+            if e["quantized"] and packed:  # sub-8-bit values stored packed along the last axis
+                if not 2 <= bits <= 7:
+                    raise ModelFileError(path, f"damaged metadata: packed values need 2 to 7 "
+                                               f"bits, got {bits}", name)
+                want = packing.packed_shape(qshape, bits)
+            if infos[stored].shape != want:
                 # a reshape would silently scramble the rows
-                raise ModelFileError(path, f"metadata says shape {list(shape)} but "
-                                           f"{stored!r} is stored with shape "
-                                           f"{list(infos[stored].shape)}", name)
+                layout = (f"{bits}-bit values are stored as uint8 {list(want)}"
+                          if want != shape else f"{stored!r} must have that shape")
+                raise ModelFileError(path, f"metadata says shape {list(shape)}: {layout}, but "
+                                           f"{stored!r} has shape {list(infos[stored].shape)}",
+                                     name)
             if not e["quantized"]:
                 kept[name] = ckpt.get(name)
                 continue
@@ -927,10 +958,13 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
                                            f"{name + '.scales'!r}", name)
             values = ckpt.get(name + ".values")
             scales = ckpt.get(name + ".scales")
-            if e.get("per_tensor"):
-                values = values.reshape(1, -1)
             try:
-                tensors[name] = QuantizedTensor(values, scales, gs, bits, rounding, reciprocal)
+                if packed:
+                    tensors[name] = QuantizedTensor.from_packed(values, qshape, scales, gs, bits,
+                                                                rounding, reciprocal)
+                else:  # int8 values of the original shape (8 bits, or a v1 file)
+                    tensors[name] = QuantizedTensor(values.reshape(qshape), scales, gs, bits,
+                                                    rounding, reciprocal)
             except (TypeError, ValueError) as exc:
                 raise ModelFileError(path, f"stored values do not form a valid quantized "
                                            f"tensor: {exc}", name) from None
