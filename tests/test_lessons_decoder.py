@@ -107,7 +107,7 @@ def test_flip_table(tiny_eval: QuantEvaluation) -> None:
         assert flips == len(gaps) and below == (gaps < np.median(margins)).sum()
         assert top == f"{gaps.max() if gaps.size else 0.0:.2g}"
         assert near == ((margins <= gaps.max()).sum() if gaps.size else 0)
-    assert t.column("KL nats") == [f"{tiny_eval.row(k).kl:.2g}"
+    assert t.column("KL nats") == [f"{tiny_eval.row(k).kl:.1e}"
                                    for k in ("int4 g=32", "int4 per-tensor")]
     assert "median" in t.notes[0]
 
@@ -121,7 +121,7 @@ def test_scheme_table(tiny_eval: QuantEvaluation) -> None:
     sym, a = tiny_eval.row("int4 g=32"), asym.row("int4 asym g=32")
     assert t.column("bits/w") == [f"{sym.bits_per_weight:.3f}"]  # both store 5 bits/w
     assert t.column("perplexity asym") == [f"{a.perplexity:.3g}"]
-    assert t.column("KL sym") == [f"{sym.kl:.2g}"]
+    assert t.column("KL sym") == [f"{sym.kl:.1e}"]
 
 
 def _perplexity(log_probs):

@@ -144,7 +144,7 @@ def flip_table(evaluation: QuantEvaluation, labels: Sequence[str]) -> Table:
         r = evaluation.row(label)
         gaps = margins[list(r.disagree_at)]
         top = float(gaps.max()) if gaps.size else 0.0
-        rows.append((r.label, f"{r.kl:.2g}", len(gaps), int((gaps < median).sum()),
+        rows.append((r.label, f"{r.kl:.1e}", len(gaps), int((gaps < median).sum()),
                      f"{top:.2g}", int((margins <= top).sum()) if gaps.size else 0))
     return Table(("setting", "KL nats", "flips", "flips at gap < median", "largest gap",
                   "near-ties"), tuple(rows),
@@ -154,7 +154,7 @@ def flip_table(evaluation: QuantEvaluation, labels: Sequence[str]) -> Table:
 
 def scheme_table(symmetric: QuantEvaluation, asymmetric: QuantEvaluation) -> Table:
     """Symmetric absmax against min + step (Q4_1's scheme) at the same bits and requested group
-    size: bits per weight, perplexity (3 significant digits) and KL (2)."""
+    size: bits per weight, perplexity (3 significant digits) and KL (2, as 1.2e-03)."""
     sym = {(r.setting.bits, r.setting.group_size): r for r in symmetric.rows[1:]}
     rows = []
     for a in asymmetric.rows[1:]:
@@ -162,7 +162,7 @@ def scheme_table(symmetric: QuantEvaluation, asymmetric: QuantEvaluation) -> Tab
         if s is None:
             continue
         rows.append((s.label, f"{s.bits_per_weight:.3f}", f"{s.perplexity:.3g}",
-                     f"{a.perplexity:.3g}", f"{s.kl:.2g}", f"{a.kl:.2g}"))
+                     f"{a.perplexity:.3g}", f"{s.kl:.1e}", f"{a.kl:.1e}"))
     return Table(("setting", "bits/w", "perplexity sym", "perplexity asym", "KL sym",
                   "KL asym"), tuple(rows))
 
