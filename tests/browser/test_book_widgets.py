@@ -15,7 +15,7 @@ import threading
 from collections.abc import Iterator
 
 import pytest
-from browser_support import NOTEBOOKS, ROOT, widget_notebooks
+from .browser_support import NOTEBOOKS, ROOT, widget_notebooks
 
 OUT = ROOT / "_build" / "book"
 

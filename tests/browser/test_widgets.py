@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pytest
 
-from browser_support import NOTEBOOKS, RESULTS, WIDGET_VIEW, widget_notebooks
+from .browser_support import NOTEBOOKS, RESULTS, WIDGET_VIEW, widget_notebooks
 
 RUN_ALL_TIMEOUT = 240  # seconds for Run All of one notebook (all run side by side)
 CHANGE_TIMEOUT = 60  # seconds for a widget's output to respond to one move
