@@ -24,12 +24,12 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
     ``points[label]`` lists ``(batch, flop_per_byte, gflops)`` measurements; the roof is
     ``min(peak_gflops, bandwidth_gbs * intensity)``.  Log-log axes, legend outside the data.
     """
-    fig, ax = plt().subplots(figsize=(8, 4.6), constrained_layout=True)
+    fig, ax = plt().subplots(figsize=(8, 5), constrained_layout=True)
     xs = [p[1] for pts in points.values() for p in pts]
-    lo, hi = min(xs + [0.1]) / 2, max(xs + [peak_gflops / bandwidth_gbs]) * 4
+    lo, hi = min(xs + [0.1]) / 2, max(xs + [peak_gflops / bandwidth_gbs]) * 2
     i = np.geomspace(lo, hi, 200)
     ax.plot(i, np.minimum(peak_gflops, bandwidth_gbs * i), color="black", lw=2,
-            label=f"roof: {bandwidth_gbs:.0f} GB/s × intensity, at most {peak_gflops:.0f} GFLOP/s")
+            label=f"roof: min({peak_gflops:.0f} GFLOP/s, {bandwidth_gbs:.0f} GB/s × intensity)")
     for label, pts in points.items():
         kind = next((k for k in _MARKERS if label.startswith(k)), "float32")
         line, = ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=_MARKERS[kind],
@@ -37,13 +37,19 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
         for batch, x, y in pts:
             ax.annotate(f"b={batch}", (x, y), textcoords="offset points", xytext=(6, -12),
                         fontsize=8, color=line.get_color())
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
     ax.set_xscale("log")
     ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1, 2, 5)))
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.set_minor_formatter(NullFormatter())
     ax.set_xlabel("arithmetic intensity (flop per byte of weights read)")
     ax.set_ylabel("achieved speed (GFLOP/s)")
     ax.set_title("Roofline of y = W x, W 4096 × 4096, batch b")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1), fontsize=9)
+    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
     return fig
 
 
