@@ -26,7 +26,7 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
     """
     fig, ax = plt().subplots(figsize=(8, 5), constrained_layout=True)
     xs = [p[1] for pts in points.values() for p in pts]
-    lo, hi = min(xs + [0.1]) / 2, max(xs + [peak_gflops / bandwidth_gbs]) * 2
+    lo, hi = min(xs) / 2, max(xs + [peak_gflops / bandwidth_gbs]) * 2
     i = np.geomspace(lo, hi, 200)
     ax.plot(i, np.minimum(peak_gflops, bandwidth_gbs * i), color="black", lw=2,
             label=f"roof: min({peak_gflops:.0f} GFLOP/s, {bandwidth_gbs:.0f} GB/s × intensity)")
