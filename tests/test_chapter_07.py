@@ -59,8 +59,8 @@ def test_packing_cells_match_the_library(seed) -> None:
 def test_roofline_intensities() -> None:
     """Section 4: 2 flop per weight; float32 0.5 flop/byte; fewer bytes, higher intensity."""
     n = 4096 * 4096
-    w32, w8, w4 = 4 * n, gqlearn.quantize(np.ones((4096, 4096), np.float32), 32).nbytes, None
-    w4 = gqlearn.quantize(np.ones((4096, 4096), np.float32), 32, bits=4).nbytes
+    w = np.ones((4096, 4096), np.float32)
+    w32, w8, w4 = w.nbytes, gqlearn.quantize(w, 32).nbytes, gqlearn.quantize(w, 32, bits=4).nbytes
     assert 2 * n / w32 == 0.5
     assert 2 * n / w32 < 2 * n / w8 < 2 * n / w4
 
