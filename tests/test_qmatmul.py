@@ -137,8 +137,8 @@ def test_qmatmul_empty_batch():
 def test_qmatmul_exact_on_integers_for_each_group_size(backend, bits, group_size, n_groups):
     # The explicit vector code takes 4 bits with groups of 32/64/128/256 and 8 bits with
     # groups of 16/32/64/128 (calls of 8/4/2/1 groups, then single-group tails); the other
-    # sizes the loops.  Every value -qmax..qmax occurs (as many as fit); small integer x and power-of-two
-    # scales make every product and sum exact.
+    # sizes the loops.  Every value -qmax..qmax occurs (as many as fit); small integer x and
+    # power-of-two scales make every product and sum exact.
     rng = np.random.default_rng(group_size * 100 + n_groups + bits)
     n, qmax = group_size * n_groups, 2 ** (bits - 1) - 1
     q = rng.integers(-qmax, qmax + 1, size=(5, n)).astype(np.int8)
