@@ -137,6 +137,9 @@ def main() -> None:
     parser.add_argument("--batches", default="1,8,64")
     parser.add_argument("--out", default=str(HERE / "results" / "qmatmul.md"))
     parser.add_argument("--notes", help="a text file appended to the results (analysis)")
+    parser.add_argument("--one-thread-only", action="store_true",
+                        help="skip the all-threads run (meaningless when other jobs load the "
+                             "cores: its threads then wait for each other)")
     parser.add_argument("--single-thread", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single_thread:
@@ -147,23 +150,29 @@ def main() -> None:
     print("one thread:", file=sys.stderr)
     single = json.loads(subprocess.run(child, check=True, capture_output=True,
                                        text=True).stdout.strip().splitlines()[-1])
-    print("all threads:", file=sys.stderr)
-    multi = measure(args)
+    multi = None
+    if not args.one_thread_only:
+        print("all threads:", file=sys.stderr)
+        multi = measure(args)
 
     import numba
     n = args.size
     lines = [f"Machine: {platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}, "
              f"numba {numba.__version__}, Python {platform.python_version()}. "
              f"{args.weights} different {n} x {n} weights cycled (so none stays in cache), best "
-             f"of {args.repeats} sweeps. Bytes read include the scales. Read-bandwidth "
-             f"reference (a compiled parallel loop summing "
-             f"{args.weights * n * n * 4 / 2**30:.2f} GiB): **{multi['bandwidth']:.2f} GB/s** "
-             f"on {multi['threads']} threads, {single['bandwidth']:.2f} GB/s on one.", "",
-             f"All {multi['threads']} threads (BLAS and qmatmul), wall-clock time; load average "
-             f"{multi['load_before']:.1f} before, {multi['load_after']:.1f} after:", ""]
-    lines += table(multi, cpu=False)
-    lines += ["", f"One thread (BLAS and qmatmul), wall-clock and CPU time; load average "
-                  f"{single['load_before']:.1f} before, {single['load_after']:.1f} after:", ""]
+             f"of {args.repeats} sweeps (after a warm-up call). Bytes read include the scales. "
+             f"Read-bandwidth reference (a compiled loop summing "
+             f"{args.weights * n * n * 4 / 2**30:.2f} GiB): "
+             + (f"**{multi['bandwidth']:.2f} GB/s** on {multi['threads']} threads, "
+                if multi else "") + f"{single['bandwidth']:.2f} GB/s on one.", ""]
+    if multi:
+        lines += [f"All {multi['threads']} threads (BLAS and qmatmul), wall-clock time; load "
+                  f"average {multi['load_before']:.1f} before, {multi['load_after']:.1f} after:",
+                  ""]
+        lines += table(multi, cpu=False)
+        lines += [""]
+    lines += [f"One thread (BLAS and qmatmul), wall-clock and CPU time; load average "
+              f"{single['load_before']:.1f} before, {single['load_after']:.1f} after:", ""]
     lines += table(single, cpu=True)
     if args.notes:
         lines += ["", Path(args.notes).read_text().strip()]

@@ -127,3 +127,47 @@ def test_qmatmul_errors():
 def test_qmatmul_empty_batch():
     qt = quantize(np.ones((4, 8), np.float32), 4, bits=4)
     assert qmatmul(np.ones((0, 8), np.float32), qt).shape == (0, 4)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("bits", [4, 8])
+@pytest.mark.parametrize("group_size,n_groups", [(16, 3), (32, 1), (32, 7), (32, 8), (32, 19),
+                                                 (64, 3), (64, 9), (96, 3), (128, 3),
+                                                 (256, 2), (512, 2)])
+def test_qmatmul_exact_on_integers_for_each_group_size(backend, bits, group_size, n_groups):
+    # The explicit vector code takes 4 bits with groups of 32/64/128/256 and 8 bits with
+    # groups of 16/32/64/128 (calls of 8/4/2/1 groups, then single-group tails); the other
+    # sizes the loops.  Every value -qmax..qmax occurs (as many as fit); small integer x and
+    # power-of-two scales make every product and sum exact.
+    rng = np.random.default_rng(group_size * 100 + n_groups + bits)
+    n, qmax = group_size * n_groups, 2 ** (bits - 1) - 1
+    q = rng.integers(-qmax, qmax + 1, size=(5, n)).astype(np.int8)
+    every = np.arange(-qmax, qmax + 1)[:q.size]
+    q.reshape(-1)[:every.size] = every
+    scales = (2.0 ** rng.integers(-3, 3, size=(5, n_groups))).astype(np.float32)
+    qt = gqlearn.QuantizedTensor(q, scales, group_size, bits=bits)
+    x = rng.integers(-4, 5, size=(3, n)).astype(np.float32)
+    w = (q.reshape(5, n_groups, group_size) * scales[:, :, None]).reshape(5, n)
+    expected = (x.astype(np.float64) @ w.T).astype(np.float32)
+    assert np.array_equal(qmatmul(x, qt, backend=backend), expected)
+    assert np.array_equal(qmatmul(x[1], qt, backend=backend), expected[1])
+
+
+@given(st.integers(1, 12), st.sampled_from([16, 32, 64, 128, 256]), st.integers(1, 20),
+       st.integers(1, 8), st.sampled_from([4, 8]), st.integers(0, 2**32 - 1))
+def test_qmatmul_vector_path_agrees_and_rows_are_independent(out, g, n_groups, batch, bits,
+                                                             seed):
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((out, g * n_groups)) * rng.uniform(0.01, 10)).astype(np.float32)
+    x = rng.standard_normal((batch, g * n_groups)).astype(np.float32)
+    qt = quantize(w, g, bits=bits)
+    for backend in BACKENDS:
+        y = qmatmul(x, qt, backend=backend)
+        _check(y, x, qt)
+    if "numba" in BACKENDS:
+        y = qmatmul(x, qt, backend="numba", threads=1)
+        assert np.array_equal(qmatmul(x, qt, backend="numba", threads=3), y)
+        # Each (row of x, row of w) pair is computed the same way whatever else is in the call.
+        assert np.array_equal(qmatmul(x[-1], qt, backend="numba"), y[-1])
+        part = gqlearn.QuantizedTensor(qt.values[-1:], qt.scales[-1:], g, bits=bits)
+        assert np.array_equal(qmatmul(x, part, backend="numba")[:, 0], y[:, -1])
