@@ -24,7 +24,7 @@ def table(ckpt):
 
 
 def test_model_facts(ckpt):
-    assert ckpt.n_parameters == 22_713_728  # "22.7-million-parameter"
+    assert ckpt.n_parameters == 22_713_728
     emb = sum(i.size for i in ckpt.infos() if models.classify(i.name) == "embedding")
     lin = sum(i.size for i in ckpt.infos() if models.classify(i.name) in BERT_LINEAR)
     assert 0.45 < emb / ckpt.n_parameters < 0.55 and lin < emb  # "about half"
@@ -49,6 +49,20 @@ def test_recurring_top_dimension(ckpt):
     assert dim == 99 and "emb" in cols and "mlp_up" in cols and "mlp_down" in rows_of
     w = ckpt[E.OUTLIER_TENSOR]
     assert np.unravel_index(np.abs(w).argmax(), w.shape)[0] == 99
+
+
+def test_extreme_mlp_down_columns_share_a_row(ckpt):
+    # "The columns differ, but in most layers the row is the same" (the top recurring dimension)
+    found = []
+    for name in ckpt:
+        if models.classify(name) == "mlp_down":
+            w = np.abs(ckpt[name])
+            c = w.max(axis=0).argmax()
+            found.append((int(c), int(w[:, c].argmax())))
+    cols, rows_ = zip(*found)
+    assert len(set(cols)) == len(cols)
+    top = E.recurring_channels(ckpt).rows[0][0]
+    assert rows_.count(top) > len(rows_) / 2
 
 
 def test_by_hand_equals_library(ckpt):

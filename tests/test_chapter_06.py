@@ -51,8 +51,8 @@ def test_file_and_baseline(setup):
     assert D.distinct_per_block(model.weights["blk.0.attn_q.weight"]).max() == 16
     rows = {r[0]: dict(zip(D.baseline_grid_table(model).columns, r))
             for r in D.baseline_grid_table(model).rows}
-    assert rows["int8"]["blocks intact"] == 1.0 and rows["int8"]["max err / Q4_1 step"] < 0.1
-    assert rows["int4"]["blocks intact"] < 0.5 and rows["int3"]["max levels"] <= 7
+    assert rows["int8"]["all levels kept"] == 1.0 and rows["int8"]["max err / Q4_1 step"] < 0.1
+    assert rows["int4"]["all levels kept"] < 0.5 and rows["int3"]["max levels"] <= 7
     assert rows["int4 asym"]["rel. error"] == 0
 
 

@@ -61,14 +61,14 @@ def test_baseline_grid_table_on_q4_1_weights(q4_model: Llama) -> None:
     int8, int4, int3 = rows["int8"], rows["int4"], rows["int3"]
     assert int8["codes"] == 255 and int4["codes"] == 15 and int3["codes"] == 7
     # int8's grid is much finer than Q4_1's: every level survives, errors are a small fraction
-    assert int8["blocks intact"] == 1.0 and int8["max err / Q4_1 step"] < 0.2
+    assert int8["all levels kept"] == 1.0 and int8["max err / Q4_1 step"] < 0.2
     # int4 and int3 have fewer codes than Q4_1 has levels: blocks lose levels
-    assert int4["blocks intact"] < 0.5 and int3["max levels"] <= 7
+    assert int4["all levels kept"] < 0.5 and int3["max levels"] <= 7
     assert int8["rel. error"] < int4["rel. error"] < int3["rel. error"]
     assert "layer 1" in repr(t)
     # Q4_1's own asymmetric scheme gives the file back
     asym = rows["int4 asym"]
-    assert asym["codes"] == 16 and asym["blocks intact"] == 1.0
+    assert asym["codes"] == 16 and asym["all levels kept"] == 1.0
     assert asym["max err / Q4_1 step"] == 0 and asym["rel. error"] == 0
     plain = D.baseline_grid_table(q4_model, bits=(8,), asymmetric=False)
     assert "int4 asym" not in plain.column("grid")

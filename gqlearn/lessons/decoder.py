@@ -89,11 +89,11 @@ def baseline_grid_table(model: Llama, *, layer: int = 0, bits: Sequence[int] = (
         rows.append((label, codes, float(after.mean()), int(after.max()),
                      float((after == before).mean()), float(err.max()), float(err.mean()),
                      float(np.linalg.norm(deq - w) / np.linalg.norm(w))))
-    return Table(("grid", "codes", "levels/block", "max levels", "blocks intact",
+    return Table(("grid", "codes", "levels/block", "max levels", "all levels kept",
                   "max err / Q4_1 step", "mean err / Q4_1 step", "rel. error"), tuple(rows),
                  notes=(f"layer {layer}: {w.size:,} weights in {len(w):,} blocks of "
                         f"{Q4_1_BLOCK}; re-quantized with group size {group_size}",),
-                 formats={"levels/block": ".2f", "blocks intact": ".1%",
+                 formats={"levels/block": ".2f", "all levels kept": ".1%",
                           "max err / Q4_1 step": ".3f", "mean err / Q4_1 step": ".3f",
                           "rel. error": ".2%"})
 

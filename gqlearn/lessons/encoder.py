@@ -184,8 +184,9 @@ def plot_error_heatmap(rows: Sequence[Mapping[str, Any]]):
 
 
 def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
-    """Per setting: bits per linear weight, bytes of the linear layers and of the whole model
-    (everything else float32), the linear layers' pooled SQNR and mlp_down's share of it."""
+    """Per setting: bits per linear weight, MB (10**6 bytes) of the linear layers and of the
+    whole model (everything else float32), the linear layers' pooled SQNR and mlp_down's share
+    of its error; the float32 sizes in a note."""
     out = []
     for s in dict.fromkeys(r["setting"] for r in rows):
         sel = [r for r in rows if r["setting"] == s]
@@ -193,13 +194,15 @@ def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
         after = sum(r["bytes_after"] for r in sel)
         share = (sum(r["sum_sq_error"] for r in sel if r["role"] == "mlp_down")
                  / sum(r["sum_sq_error"] for r in sel))
-        out.append((s, 8 * after / n, sum(r["bytes_before"] for r in sel), after,
-                    t["bytes_after"], t["bytes_before"] / t["bytes_after"], _pooled_sqnr(sel),
-                    100 * share))
-    return Table(("setting", "bits/weight", "linear bytes", "-> quantized", "whole model",
-                  "x smaller", "SQNR dB", "% of error in mlp_down"), tuple(out),
-                 formats={"bits/weight": ".3f", "x smaller": ".2f", "SQNR dB": ".1f",
-                          "% of error in mlp_down": ".0f"})
+        out.append((s, 8 * after / n, after / 1e6, t["bytes_after"] / 1e6,
+                    t["bytes_before"] / t["bytes_after"], _pooled_sqnr(sel), 100 * share))
+    first = [r for r in rows if r["setting"] == rows[0]["setting"]]
+    before = (sum(r["bytes_before"] for r in first) / 1e6, first[0]["totals"]["bytes_before"] / 1e6)
+    return Table(("setting", "bits/weight", "linear MB", "whole model MB", "x smaller", "SQNR dB",
+                  "% of error in mlp_down"), tuple(out),
+                 notes=(f"float32: linear layers {before[0]:.2f} MB, whole model {before[1]:.2f} MB",),
+                 formats={"bits/weight": ".3f", "linear MB": ".2f", "whole model MB": ".2f",
+                          "x smaller": ".2f", "SQNR dB": ".1f", "% of error in mlp_down": ".0f"})
 
 
 def reference_check(encoder: SentenceEncoder, tolerance: float = 1e-4) -> Table:
