@@ -125,6 +125,8 @@ def tag_notebook(nb: dict, stem: str) -> int:
                                     {k_: v for k_, v in cell["metadata"].items()
                                      if k_ != "nbgrader"})
             answer["execution_count"] = cell.get("execution_count")  # it ran, with no output
+            if "id" in cell:  # nbformat 4.5 cell ids: unique within the notebook
+                answer["id"] = f"{stem}-ex{k + 1}-answer"[-64:]
             _set_src(cell, "\n".join(lines[line:]))
             cells.insert(i, answer)
             i += 1
