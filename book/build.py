@@ -2,7 +2,9 @@
 
 1. Lays out a Sphinx source directory, ``_build/book_src/``: this folder's ``conf.py`` and
    helpers, every notebook under ``notebooks/`` (found by glob, copied with its folder layout),
-   and ``index.md`` with the course outline generated from the notebooks' first headings.
+   the glossary, references and teacher's guide of ``docs/`` (links from the notebooks to
+   ``../docs/`` adjusted to the book's layout), and ``index.md`` with the course outline
+   generated from the notebooks' first headings.
 2. Fetches the page scripts that Sphinx would otherwise take from a CDN, pinned by version and
    SHA-512 from the npm registry (``npm pack``), into ``_static/vendor/``: the Jupyter widget
    manager ``@jupyter-widgets/html-manager`` (BSD-3-Clause) that draws each widget's saved view,
@@ -29,6 +31,9 @@ from pathlib import Path
 BOOK = Path(__file__).resolve().parent
 ROOT = BOOK.parent
 NOTEBOOKS = ROOT / "notebooks"
+DOCS = ROOT / "docs"
+# Pages of docs/ in the book, in this order (then any other docs/*.md, sorted).
+DOC_ORDER = ["glossary", "references", "teaching"]
 BUILD = ROOT / "_build"
 SRC = BUILD / "book_src"
 OUT = BUILD / "book"
@@ -89,7 +94,28 @@ def outline() -> str:
         parts.append("\n".join(lines))
     if not parts:
         raise SystemExit(f"no notebooks found under {NOTEBOOKS}")
+    docs = doc_pages()
+    if docs:
+        lines = ["## Reference and teaching", ""]
+        lines += [f"- [{doc_title(p)}](docs/{p.name})" for p in docs]
+        lines += ["", "```{toctree}", ":hidden:", ":caption: Reference and teaching", ""]
+        lines += [f"docs/{p.stem}" for p in docs] + ["```", ""]
+        parts.append("\n".join(lines))
     return "\n".join(parts)
+
+
+def doc_pages() -> list[Path]:
+    """The Markdown pages of docs/ (glossary, references, teacher's guide) in book order."""
+    pages = list(DOCS.glob("*.md"))
+    return sorted(pages, key=lambda p: (DOC_ORDER.index(p.stem) if p.stem in DOC_ORDER
+                                        else len(DOC_ORDER), p.stem))
+
+
+def doc_title(path: Path) -> str:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line.startswith("# "):
+            return line[2:].strip()
+    raise SystemExit(f"{path}: no '# ' title heading")
 
 
 def _integrity(path: Path) -> str:
@@ -140,6 +166,16 @@ def layout() -> int:
         shutil.copy2(BOOK / name, SRC / name)
     shutil.copytree(NOTEBOOKS, SRC, dirs_exist_ok=True,
                     ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__"))
+    # docs/ beside the notebooks; a notebook's link ../docs/x.md then points one level less up
+    for page in doc_pages():
+        (SRC / "docs").mkdir(exist_ok=True)
+        shutil.copy2(page, SRC / "docs" / page.name)
+    for nb in SRC.rglob("*.ipynb"):
+        depth = len(nb.relative_to(SRC).parts) - 1
+        text = nb.read_text(encoding="utf-8")
+        fixed = text.replace("](" + "../" * (depth + 1) + "docs/", "](" + "../" * depth + "docs/")
+        if fixed != text:
+            nb.write_text(fixed, encoding="utf-8")
     template = (BOOK / "index.md").read_text(encoding="utf-8")
     (SRC / "index.md").write_text(template.replace("{outline}", outline()), encoding="utf-8")
     (SRC / "_static").mkdir()

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 project = "gqlearn: group-wise quantization of LLM weights"
 author = "gqlearn developers"
-copyright = "gqlearn developers, MIT licence"
+copyright = "gqlearn developers; text and figures CC BY 4.0, code MIT"
 
 extensions = ["myst_nb"]
 
