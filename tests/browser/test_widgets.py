@@ -328,8 +328,10 @@ def _wait_kernel_ready(page, rel: str) -> None:
 def started(request, browser, lab):
     """Every widget notebook this session tests, open in its own tab with Run All clicked;
     the kernels run side by side while the tests check the notebooks one by one."""
+    # doctest and notebook items have no originalname
     wanted = {item.callspec.params["rel"] for item in request.session.items
-              if item.originalname == "test_every_widget_control_changes_the_output"}
+              if getattr(item, "originalname", None)
+              == "test_every_widget_control_changes_the_output"}
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     context.set_default_timeout(60_000)
     tabs = {}
