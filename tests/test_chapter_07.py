@@ -70,7 +70,7 @@ def decoder():
     model, tok = llm.load_smollm2(quiet=True)
     ids = tok.encode(llm.load_sample_text()).ids[:32]
     rows = {}
-    for bits, g in [(8, 32), (8, 128), (4, 32)]:
+    for bits, g in [(8, 32), (4, 32)]:
         q = llm.QuantizedLlama.from_model(model, bits, g, include_embedding=True)
         fake = llm.quantize_linear_weights(model, bits, g, include_embedding=True)
         rows[(bits, g)] = (q.weight_nbytes,
@@ -100,6 +100,5 @@ def test_decoder_memory_and_int4_claims(decoder) -> None:
     # memory falls as section 1 predicted: about 9/32 (int8 g=32) and 5/32 (int4 g=32)
     assert mib[(8, 32)] == pytest.approx(float_bytes / 2**20 * 9 / 32, rel=0.02)
     assert mib[(4, 32)] == pytest.approx(float_bytes / 2**20 * 5 / 32, rel=0.02)
-    assert mib[(8, 128)] < mib[(8, 32)]
     # int4 g=32's perplexity is much higher than int8's
-    assert rows[(4, 32)][1] > 1.3 * max(rows[(8, 32)][1], rows[(8, 128)][1])
+    assert rows[(4, 32)][1] > 1.3 * rows[(8, 32)][1]

@@ -40,7 +40,9 @@ def test_roofline_is_one_labelled_log_log_plot_with_every_point() -> None:
     for label, pts in POINTS.items():
         line = next(ln for ln in lines if ln.get_label() == label)
         assert list(line.get_xdata()) == [p[1] for p in pts]
-    assert ax.get_legend() is not None
+    ridge = next(ln for ln in lines if ln.get_label().startswith("ridge point"))
+    assert np.allclose(ridge.get_xdata(), 71.0 / 26.0)
+    assert len(fig.legends) == 1  # below the axes, so it covers no point
 
 
 def _qmatvec(x, values, scales, group_size):

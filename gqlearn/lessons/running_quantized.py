@@ -22,21 +22,23 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
     """The roofline: attainable GFLOP/s against arithmetic intensity (flop per byte read).
 
     ``points[label]`` lists ``(batch, flop_per_byte, gflops)`` measurements; the roof is
-    ``min(peak_gflops, bandwidth_gbs * intensity)``.  Log-log axes, legend outside the data.
+    ``min(peak_gflops, bandwidth_gbs * intensity)``.  Log-log axes, legend below the axes.
     """
-    fig, ax = plt().subplots(figsize=(8, 5), constrained_layout=True)
+    fig, ax = plt().subplots(figsize=(8, 5.5), constrained_layout=True)
     xs = [p[1] for pts in points.values() for p in pts]
     lo, hi = min(xs) / 2, max(xs + [peak_gflops / bandwidth_gbs]) * 2
     i = np.geomspace(lo, hi, 200)
     ax.plot(i, np.minimum(peak_gflops, bandwidth_gbs * i), color="black", lw=2,
             label=f"roof: min({peak_gflops:.0f} GFLOP/s, {bandwidth_gbs:.0f} GB/s × intensity)")
+    ridge = peak_gflops / bandwidth_gbs
+    ax.axvline(ridge, color="gray", ls="--", lw=1, label=f"ridge point: {ridge:.1f} flop per byte")
     for label, pts in points.items():
         kind = next((k for k in _MARKERS if label.startswith(k)), "float32")
         line, = ax.plot([p[1] for p in pts], [p[2] for p in pts], marker=_MARKERS[kind],
                         ls=":", ms=8, label=label)
         for batch, x, y in pts:
-            ax.annotate(f"b={batch}", (x, y), textcoords="offset points", xytext=(6, -12),
-                        fontsize=8, color=line.get_color())
+            ax.annotate(f"b={batch}", (x, y), textcoords="offset points", xytext=(-6, 5),
+                        ha="right", fontsize=8, color=line.get_color())
     from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     ax.set_xscale("log")
@@ -49,7 +51,7 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
     ax.set_ylabel("achieved speed (GFLOP/s)")
     ax.set_title("Roofline of y = W x, W 4096 × 4096, batch b")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=9, framealpha=0.9)
+    fig.legend(loc="outside lower center", ncols=2, fontsize=9)
     return fig
 
 
