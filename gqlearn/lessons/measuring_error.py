@@ -164,6 +164,19 @@ def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, Feedback | None]:
         return None, wrong(f"your function raised {type(exc).__name__}: {exc}")
 
 
+def _number(fn: Callable[..., Any], what: str, *args: Any) -> tuple[float, Feedback | None]:
+    """The learner's ``fn(*args)`` as one float, or the feedback that says why it is not."""
+    got, err = _call(fn, *args)
+    if err is not None:
+        return 0.0, err
+    if got is None:
+        return 0.0, wrong(f"your function returned None: write its body and `return` {what}.")
+    try:
+        return float(got), None
+    except (TypeError, ValueError):
+        return 0.0, wrong(f"return one number (a float), got {type(got).__name__}.")
+
+
 def check_sqnr_db(fn: Callable[[np.ndarray, np.ndarray], float]) -> Feedback:
     """Exercise 1: ``fn(w, w_hat)`` = ``10 log10(sum w² / sum (w − w_hat)²)`` in dB."""
     rng = np.random.default_rng(3)
@@ -172,15 +185,9 @@ def check_sqnr_db(fn: Callable[[np.ndarray, np.ndarray], float]) -> Feedback:
         w = (rng.standard_normal(shape) * rng.uniform(0.01, 2)).astype(np.float32)
         qt = quantize(w, 32, bits=bits)
         expected = error_report(w, qt).sqnr_db
-        got, err = _call(fn, w, qt.dequantize())
+        value, err = _number(fn, "the SQNR", w, qt.dequantize())
         if err is not None:
             return err
-        if got is None:
-            return wrong("your function returned None: write its body and `return` the SQNR.")
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            return wrong(f"return one number (a float), got {type(got).__name__}.")
         if np.isclose(value, expected, rtol=1e-6, atol=0):
             continue
         if np.isclose(value, expected / 2, rtol=1e-6, atol=0):
@@ -208,15 +215,9 @@ def check_predicted_mse(fn: Callable[[np.ndarray, int], float]) -> Feedback:
         s = quantize(w, g).scales
         s64 = s.astype(np.float64)
         expected = float(np.mean((g - 1) / g * s64 ** 2 / 12))
-        got, err = _call(fn, s, g)
+        value, err = _number(fn, "the MSE", s, g)
         if err is not None:
             return err
-        if got is None:
-            return wrong("your function returned None: write its body and `return` the MSE.")
-        try:
-            value = float(got)
-        except (TypeError, ValueError):
-            return wrong(f"return one number (a float), got {type(got).__name__}.")
         if np.isclose(value, expected, rtol=1e-6, atol=0):
             continue
         hints = [(expected * g / (g - 1), "you left out the (g − 1)/g factor: the group's "
