@@ -7,6 +7,7 @@ Chapter modules (``gqlearn.lessons.<chapter>``) import from here and never from 
 from __future__ import annotations
 
 import html
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -16,7 +17,7 @@ import numpy as np
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
 
-__all__ = ["Table", "plt", "live_widget", "PLACEHOLDER"]
+__all__ = ["Table", "plt", "show_figure", "live_widget", "PLACEHOLDER"]
 
 # What a widget shows where no kernel runs it (a stored notebook, a rendered page, a test).
 PLACEHOLDER = "[{name}: an interactive widget; run the cells above in Jupyter to use it]"
@@ -105,6 +106,20 @@ def plt() -> Any:
     return pyplot
 
 
+# ipykernel 7 may run widget callbacks on a thread beside the main one, and matplotlib's text
+# layout (its mathtext parser above all) is not safe to run from two threads at once: widget
+# drawing takes this lock, and figures leave pyplot before they are drawn (show_figure).
+_DRAW_LOCK = threading.RLock()
+
+
+def show_figure(fig: Any) -> None:
+    """Display ``fig`` once: closed in pyplot first, so nothing but this call draws it."""
+    from IPython.display import display
+
+    plt().close(fig)
+    display(fig)
+
+
 def live_widget(update: Callable[..., Any], name: str, **controls: Any) -> ipywidgets.Widget:
     """``ipywidgets.interactive(update, **controls)`` whose text form is a placeholder.
 
@@ -137,4 +152,8 @@ def live_widget(update: Callable[..., Any], name: str, **controls: Any) -> ipywi
             style = getattr(control, "style", None)
             if style is not None and hasattr(style, "description_width"):
                 style.description_width = "initial"
-    return _Live(update, **controls)
+    def drawn_alone(**values: Any) -> Any:
+        with _DRAW_LOCK:
+            return update(**values)
+
+    return _Live(drawn_alone, **controls)

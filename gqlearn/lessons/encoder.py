@@ -17,7 +17,7 @@ from ..exercises import Feedback, right, wrong
 from ..models import (LINEAR_ROLES, ROLES, Checkpoint, SentenceEncoder, classify,
                       cosine_similarity, explore, layer_index, load_reference_embeddings,
                       parse_group_size, resolve_group_size, short_name)
-from .display import Table, live_widget, plt
+from .display import Table, live_widget, plt, show_figure
 
 __all__ = ["setting_label", "recurring_channels", "plot_role_histograms",
            "plot_channel_ranges", "sweep_linear_layers", "role_pivot", "plot_error_heatmap",
@@ -223,6 +223,7 @@ def show_tensor(ckpt: Checkpoint, name: str, group_size: int | str = 128, bits: 
     """One tensor quantized: a line of metrics, the rows with the largest group scales, the
     per-group scales (log colours) and the error histogram."""
     from matplotlib.colors import LogNorm
+    from matplotlib.ticker import LogFormatter  # plain text labels: no mathtext in widgets
 
     w = ckpt[name]
     report = explore({name: w}, group_size, bits=bits, keep=True)
@@ -238,11 +239,12 @@ def show_tensor(ckpt: Checkpoint, name: str, group_size: int | str = 128, bits: 
     fig, (a, b) = plt().subplots(1, 2, figsize=(12, 3.8))
     im = a.imshow(scales, aspect="auto", cmap="magma", interpolation="nearest",
                   norm=LogNorm(vmin=scales.min(), vmax=max(scales.max(), scales.min() * 1.01)))
-    fig.colorbar(im, ax=a, label="group scale (log)")
+    fig.colorbar(im, ax=a, label="group scale (log)", format=LogFormatter(labelOnlyBase=False))
     a.set(xlabel="group along the row", ylabel="row",
           title="per-group scales: bright = a large weight in the group")
     b.hist((qt.dequantize().reshape(w.shape) - w).ravel(), bins=101, color="C1")
     b.set_yscale("log")
+    b.yaxis.set_major_formatter(LogFormatter())
     b.set(xlabel="dequantized - original weight", ylabel="count (log scale)",
           title="error histogram")
     fig.tight_layout()
@@ -252,14 +254,12 @@ def show_tensor(ckpt: Checkpoint, name: str, group_size: int | str = 128, bits: 
 def tensor_explorer(ckpt: Checkpoint):
     """Pick a linear layer, a group size and a bit width: :func:`show_tensor`, live."""
     import ipywidgets as widgets
-    from IPython.display import display
 
     names = _linear_names(ckpt)
 
     def update(tensor: str, group_size: int | str, bits: int) -> None:
         fig = show_tensor(ckpt, tensor, group_size, bits)
-        display(fig)
-        plt().close(fig)
+        show_figure(fig)
 
     return live_widget(
         update, "tensor explorer",

@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
-from .display import Table, live_widget, plt
+from .display import Table, live_widget, plt, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -85,7 +85,6 @@ def plot_relative_error(w: Any, group_sizes: Sequence[int]) -> Figure:
 
 def show_group_size(w: Any, group_size: int) -> None:
     """One group size on ``w``: bytes, zeroed weights, a table per group, the error plot."""
-    from IPython.display import display
 
     w = np.asarray(w, dtype=np.float32).ravel()
     qt = core.quantize(w, group_size)
@@ -100,8 +99,7 @@ def show_group_size(w: Any, group_size: int) -> None:
     print(Table(("group", "scale", "q", "zeroed"), rows, formats={"scale": ".5g"}))
     sizes = [group_size] if group_size == w.size else [w.size, group_size]
     fig = plot_relative_error(w, sizes)
-    display(fig)
-    plt().close(fig)
+    show_figure(fig)
 
 
 def group_size_explorer(w: Any = SIXTEEN) -> ipywidgets.Widget:

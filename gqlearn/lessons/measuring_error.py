@@ -14,7 +14,7 @@ from .. import synthetic
 from ..core import quantize
 from ..exercises import Feedback, right, wrong
 from ..metrics import error_report
-from .display import live_widget, plt
+from .display import live_widget, plt, show_figure
 
 __all__ = ["LABELS", "GROUP_SIZES", "plot_distributions", "plot_theory", "plot_outliers",
            "explore_static", "explore", "check_sqnr_db", "check_predicted_mse"]
@@ -148,8 +148,7 @@ def explore() -> Any:
     group = widgets.Dropdown(options=list(GROUP_SIZES), value=128, description="group size")
 
     def update(distribution: str, strength: float, bits: int, group_size: int) -> None:
-        explore_static(distribution, strength, bits, group_size)
-        plt().show()
+        show_figure(explore_static(distribution, strength, bits, group_size))
 
     return live_widget(update, "explore", distribution=dist, strength=strength, bits=bits,
                        group_size=group)

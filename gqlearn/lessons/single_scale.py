@@ -14,7 +14,7 @@ import numpy as np
 
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
-from .display import Table, live_widget, plt
+from .display import Table, live_widget, plt, show_figure
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -105,7 +105,6 @@ def plot_ratio_sweep(ratios: Sequence[float], zeroed: Sequence[float],
 
 def show_magnitude(large: float = 0.3) -> None:
     """The mixed example with its largest weight set to ``large``: the small weights' fate."""
-    from IPython.display import display
 
     w = np.array(MIXED, dtype=np.float64)
     w[:4] *= float(large) / 10.5
@@ -117,8 +116,7 @@ def show_magnitude(large: float = 0.3) -> None:
              f"{int((q[4:] == 0).sum())} of the 4 small weights become 0")
     print(Table(("small weight", "weight / scale", "q"), rows, notes, {"weight / scale": ".4g"}))
     fig = plot_grid(w, title=f"Large weights up to {float(large):.4g}")
-    display(fig)
-    plt().close(fig)
+    show_figure(fig)
 
 
 def magnitude_explorer() -> ipywidgets.Widget:

@@ -169,7 +169,8 @@ def test_book_pages_draw_saved_widget_views_offline(browser, served_book):
     context = browser.new_context(viewport={"width": 1300, "height": 1000})
     page = context.new_page()
     problems: list[str] = []
-    page.on("console", lambda m: problems.append(f"console: {m.text}")
+    page.on("console", lambda m: problems.append(
+                f"console: {m.text} ({(m.location or {}).get('url', '?')})")
             if m.type == "error" and "favicon.ico" not in (m.location or {}).get("url", "")
             else None)
     page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
