@@ -43,9 +43,9 @@ def rss_mib() -> float:
 def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -> dict:
     import numpy as np
 
-    from gqlearn.llm import (QuantizedLlama, load_llama, load_sample_text, open_gguf,
-                             perplexity, quantize_linear_weights, smollm2_path,
-                             tokenizer_from_gguf)
+    from gqlearn.io import fetch_model, open_gguf
+    from gqlearn.llm import (QuantizedLlama, load_llama, load_sample_text, perplexity,
+                             quantize_linear_weights, tokenizer_from_gguf)
 
     import gqlearn
 
@@ -54,7 +54,7 @@ def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -
                                                                   32, bits=b))
     gc.collect()
     base_rss = rss_mib()
-    reader = open_gguf(str(smollm2_path(quiet=True)))
+    reader = open_gguf(str(fetch_model("smollm2", quiet=True)))
     model, tok = load_llama(reader), tokenizer_from_gguf(reader)
     del reader
     text_ids = tok.encode(load_sample_text()).ids[:128]

@@ -23,7 +23,7 @@ from pathlib import Path
 import ml_dtypes
 import numpy as np
 
-from gqlearn.models.safetensors_writer import StreamingSafetensorsWriter
+from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter
 
 HERE = Path(__file__).resolve().parent
 

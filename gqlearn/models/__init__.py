@@ -1,4 +1,7 @@
-"""Real model files: the default model, safetensors I/O, tensor roles, the explorer, BERT.
+"""Real models: tensor roles, the model explorer, and BERT (all-MiniLM-L6-v2) in numpy.
+
+The file readers and writers live in :mod:`gqlearn.io`; the ones the chapters use are
+re-exported here (``models.open_checkpoint``, ``models.load_quantized``, ...).
 
 >>> from gqlearn.models import classify, resolve_group_size
 >>> classify("model.layers.0.self_attn.q_proj.weight"), resolve_group_size((384, 384), 256)
@@ -6,23 +9,21 @@
 """
 
 from .bert import BertConfig, SentenceEncoder, cosine_similarity
-from .explorer import (ExploreReport, QuantizedModel, TensorResult, explore, fake_quantize,
-                       load_quantized, parse_group_size, quantize_tensor, resolve_group_size,
-                       save_quantized)
-from .fetch import FetchError, cache_dir, default_model_dir, fetch_default_model
+from ..io.safetensors import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
+                              open_checkpoint, read_header)
+from ..io.safetensors_writer import SaveError
+from ..io.saved import QuantizedModel, load_quantized
+from .explorer import (ExploreReport, TensorResult, explore, fake_quantize, parse_group_size,
+                       quantize_tensor, resolve_group_size, save_quantized)
 from .roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
-from .safetensors_io import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
-                             open_checkpoint, read_header)
-from .safetensors_writer import SaveError
 
 __all__ = ["open_checkpoint", "read_header", "Checkpoint", "TensorInfo", "ModelFileError",
            "PickleRefusedError", "classify", "layer_index", "should_quantize", "short_name",
            "ROLES", "LINEAR_ROLES", "explore", "ExploreReport", "TensorResult",
            "quantize_tensor", "resolve_group_size", "parse_group_size", "fake_quantize",
            "save_quantized", "load_quantized", "QuantizedModel", "SentenceEncoder",
-           "BertConfig", "cosine_similarity", "fetch_default_model", "default_model_dir",
-           "cache_dir", "FetchError", "load_sentences", "load_reference_embeddings"]
-__all__ += ["SaveError"]
+           "BertConfig", "cosine_similarity", "load_sentences", "load_reference_embeddings",
+           "SaveError"]
 
 
 def load_sentences() -> dict:

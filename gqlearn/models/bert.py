@@ -22,6 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..io.fetch import fetch_model
+from ..io.safetensors import open_checkpoint
+
 __all__ = ["BertConfig", "SentenceEncoder", "gelu", "erf", "layer_norm", "cosine_similarity"]
 
 
@@ -167,15 +170,12 @@ class SentenceEncoder:
         Parameters
         ----------
         model_dir : path-like, optional
-            Default: all-MiniLM-L6-v2 from :func:`gqlearn.models.fetch.default_model_dir`.
+            Default: all-MiniLM-L6-v2, ``gqlearn.io.fetch_model("minilm")``.
         dtype : {numpy.float32, numpy.float64}, default float32
         """
         from tokenizers import Tokenizer
 
-        from .fetch import default_model_dir
-        from .safetensors_io import open_checkpoint
-
-        model_dir = Path(model_dir) if model_dir is not None else default_model_dir()
+        model_dir = Path(model_dir) if model_dir is not None else fetch_model("minilm")
         config = BertConfig.from_json(model_dir / "config.json")
         tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         max_len = 256

@@ -11,13 +11,9 @@ Groups run along each tensor's last axis, which for the ``(out_features, in_feat
 weights of BERT and LLaMA is the input dimension.  ``group_size="row"`` gives one scale per
 output channel, ``group_size="tensor"`` a single scale for the whole tensor.
 
-:func:`save_quantized` writes the result as safetensors, ``<name>.values`` (int8) and
-``<name>.scales`` (float32) per quantized tensor plus the kept tensors unchanged, with
-metadata recording group sizes, bits, rounding and the source; :func:`load_quantized` reads it
-back, and dequantizing gives bit-for-bit the same float32 tensors.  Values of fewer than 8 bits
-are stored packed in that file, as in memory (``<name>.values`` then holds uint8 bytes, eight
-values in ``bits`` bytes, see :mod:`gqlearn.packing`), so the report's byte counts are the
-file's, apart from its header.
+:func:`save_quantized` writes the result as safetensors in the layout of
+:mod:`gqlearn.io.saved`, whose :func:`~gqlearn.io.saved.load_quantized` reads it back;
+dequantizing gives bit for bit the same float32 tensors.
 """
 
 from __future__ import annotations
@@ -34,35 +30,23 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import __version__, packing
+from .. import __version__
 from ..core import QuantizedTensor, dequantize, quantize
-from ..metrics import error_report
 from ..group_size import choose_group_size
+from ..io.fetch import MODELS, fetch_model
+from ..io.gguf import dequantize_tensor, open_gguf
+from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
+from ..io.safetensors_writer import StreamingSafetensorsWriter
+from ..io.saved import FORMATS, QuantizedModel, load_quantized, TensorEntry, file_layout, natural_key, stored_values
+from ..metrics import error_report
 from .roles import ROLES, classify, layer_index, should_quantize
-from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, check_shape,
-                             open_checkpoint, parse_json, read_header)
-from .safetensors_writer import StreamingSafetensorsWriter
 
 __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
-           "parse_group_size", "fake_quantize", "save_quantized", "load_quantized",
-           "QuantizedModel", "natural_key", "FORMAT"]
+           "parse_group_size", "fake_quantize", "save_quantized", "QuantizedModel",
+           "load_quantized"]
 
-FORMAT = "gqlearn.quantized.v1"
-# Sub-8-bit values stored packed (gqlearn.packing: eight values in ``bits`` bytes along the last
-# axis, uint8); 8-bit files keep FORMAT, so loaders from before packing still read them.
-FORMAT_PACKED = "gqlearn.quantized.v2"
-FORMATS = (FORMAT, FORMAT_PACKED)
 GroupSize = int | str  # an int, "row" or "tensor"
 ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
-
-
-def natural_key(name: str) -> list[object]:
-    """Sort key putting ``layer.2`` before ``layer.10``.
-
-    >>> sorted(["h.10.w", "h.2.w", "emb"], key=natural_key)
-    ['emb', 'h.2.w', 'h.10.w']
-    """
-    return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
 
 
 def parse_group_size(text: str | int) -> GroupSize:
@@ -530,8 +514,6 @@ class _GGUFSource:
     FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
     def __init__(self, path: Path):
-        from ..llm.gguf_io import open_gguf
-
         self.path = path
         self.reader = open_gguf(path)
         self.tensors = {t.name: t for t in self.reader.tensors}
@@ -540,9 +522,7 @@ class _GGUFSource:
         return list(self.tensors)
 
     def get(self, name: str) -> np.ndarray:
-        from ..llm.gguf_io import _dequantize
-
-        return _dequantize(self.path, self.tensors[name])
+        return dequantize_tensor(self.path, self.tensors[name])
 
     def is_float(self, name: str) -> bool:
         return True  # integer buffers do not occur in GGUF weights
@@ -581,9 +561,8 @@ class _GGUFSource:
 
 def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
     if model is None:
-        from .fetch import MODEL_NAME, default_model_dir
-        ckpt = open_checkpoint(default_model_dir())
-        return _CheckpointSource(ckpt), MODEL_NAME, ckpt.close
+        ckpt = open_checkpoint(fetch_model("minilm"))
+        return _CheckpointSource(ckpt), MODELS["minilm"].name, ckpt.close
     if isinstance(model, Checkpoint):
         return _CheckpointSource(model), str(model.path), lambda: None
     if isinstance(model, Mapping):
@@ -673,7 +652,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         plan = _plan(source, requested, policy, roles)
         if save is not None:
             writer = StreamingSafetensorsWriter(
-                save, *_layout_and_metadata(plan, label, requested, bits, rounding, policy))
+                save, *file_layout(plan, label, requested, bits, rounding, policy))
         for p in _progress(plan, progress, "quantizing"):
             w = source.get(p.name)  # type: ignore[attr-defined]
             stored = source.stored(p.name)  # type: ignore[attr-defined]
@@ -696,7 +675,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             if keep:
                 quantized[p.name] = qt
             if writer:
-                writer.write(p.name + ".values", _stored_values(qt, p.shape))
+                writer.write(p.name + ".values", stored_values(qt, p.shape))
                 writer.write(p.name + ".scales", qt.scales)
             del w, qt
             source.release()  # type: ignore[attr-defined]
@@ -713,21 +692,8 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                          notes, getattr(source, "file_bytes", None))
 
 
-@dataclass(frozen=True)
-class _Planned:
-    """What will happen to one tensor (the attributes a TensorResult shares)."""
-
-    name: str
-    role: str
-    shape: tuple[int, ...]
-    dtype: str
-    quantized: bool
-    group_size: int | None
-    kept_because: str | None
-
-
 def _plan(source: object, requested: GroupSize, policy: str,
-          roles: Sequence[str] | None) -> list[_Planned]:
+          roles: Sequence[str] | None) -> list[TensorEntry]:
     """Decide, from the headers alone, what happens to every tensor."""
     plan = []
     for name in sorted(source.keys(), key=natural_key):  # type: ignore[attr-defined]
@@ -740,58 +706,12 @@ def _plan(source: object, requested: GroupSize, policy: str,
                 used = resolve_group_size(shape, requested, policy)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
-            plan.append(_Planned(name, role, shape, dtype, True, used, None))
+            plan.append(TensorEntry(name, role, shape, dtype, True, used, None))
         else:
             why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
                    else "1-D" if len(shape) < 2 else "role not selected")
-            plan.append(_Planned(name, role, shape, dtype, False, None, why))
+            plan.append(TensorEntry(name, role, shape, dtype, False, None, why))
     return plan
-
-
-def _layout_and_metadata(items: Sequence[_Planned | TensorResult], source: str,
-                         requested: GroupSize, bits: int, rounding: str, policy: str,
-                         reciprocal: bool = False
-                         ) -> tuple[list[tuple[str, np.dtype, tuple[int, ...]]], dict[str, str]]:
-    """The saved file's tensors (name, dtype, shape), in order, and its metadata."""
-    per_tensor = parse_group_size(requested) == "tensor"
-    layout: list[tuple[str, np.dtype, tuple[int, ...]]] = []
-    entries: dict[str, dict[str, object]] = {}
-    for r in items:
-        if r.quantized:
-            gs = int(r.group_size)  # type: ignore[arg-type]
-            scales = (1, 1) if per_tensor else (*r.shape[:-1], r.shape[-1] // gs)
-            layout += [(r.name + ".values", *_values_layout(r.shape, bits, per_tensor)),
-                       (r.name + ".scales", np.dtype(np.float32), scales)]
-            entries[r.name] = {"quantized": True, "group_size": gs, "shape": list(r.shape),
-                               "dtype": r.dtype, "role": r.role, "per_tensor": per_tensor}
-        else:
-            layout.append((r.name, np.dtype(r.dtype), r.shape))
-            entries[r.name] = {"quantized": False, "shape": list(r.shape), "dtype": r.dtype,
-                               "role": r.role, "kept_because": r.kept_because}
-    for name in entries:
-        for suffix in (".values", ".scales"):
-            if name + suffix in entries:
-                raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
-                                 "would collide")
-    metadata = {"format": FORMAT if bits == 8 else FORMAT_PACKED, "gqlearn_version": __version__, "bits": str(bits),
-                "rounding": rounding, "reciprocal": str(reciprocal).lower(),
-                "group_size": str(requested), "policy": policy, "source": source,
-                "tensors": json.dumps(entries)}
-    return layout, metadata
-
-
-def _values_layout(shape: tuple[int, ...], bits: int,
-                   per_tensor: bool) -> tuple[np.dtype, tuple[int, ...]]:
-    """dtype and shape of a saved ``.values`` tensor: int8 of the original shape at 8 bits,
-    else the packed uint8 bytes (:attr:`QuantizedTensor.packed`, rows along the last axis)."""
-    if bits == 8:
-        return np.dtype(np.int8), tuple(shape)
-    qshape = (1, math.prod(shape)) if per_tensor else tuple(shape)
-    return np.dtype(np.uint8), packing.packed_shape(qshape, bits)
-
-
-def _stored_values(qt: QuantizedTensor, shape: tuple[int, ...]) -> np.ndarray:
-    return qt.values.reshape(shape) if qt.bits == 8 else qt.packed
 
 
 def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
@@ -811,19 +731,12 @@ def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits:
     return out
 
 
-# ------------------------------------------------------------------------------------------
-# Saving and loading quantized models
-
-
 def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
     """Write a quantized model as safetensors, atomically.
 
-    Each quantized tensor ``name`` becomes ``name.values`` and ``name.scales`` (float32).  At 8
-    bits ``name.values`` is int8 of the original shape (format ``gqlearn.quantized.v1``); below
-    8 bits it holds the packed bytes, uint8 (format ``gqlearn.quantized.v2``; layout in
-    :mod:`gqlearn.packing`), so the file takes the bytes the report counts; kept tensors are stored unchanged under their own name.  The
-    metadata records the format, gqlearn's version, bits, rounding, the requested group size,
-    the back-off policy, the source, and per tensor its group size, shape, dtype and role.
+    The layout (``name.values`` and ``name.scales`` per quantized tensor, kept tensors as they
+    are, the settings in the metadata) is :mod:`gqlearn.io.saved`'s; read it back with
+    :func:`gqlearn.io.load_quantized`.
 
     The file is written to a temporary file in the same directory and renamed into place, so
     ``path`` is either the old file or the complete new one, never a partial write.  To
@@ -841,131 +754,17 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
         raise ValueError("the report holds no tensors; call explore(..., keep=True) or "
                          "explore(..., save=path)")
     reciprocal = any(qt.reciprocal for qt in report.quantized.values())
-    layout, metadata = _layout_and_metadata(report.results, report.source, report.group_size,
+    layout, metadata = file_layout(report.results, report.source, report.group_size,
                                             report.bits, report.rounding, report.policy,
                                             reciprocal)
     with StreamingSafetensorsWriter(path, layout, metadata) as out:
         for r in report.results:
             if r.quantized:
                 qt = report.quantized[r.name]
-                out.write(r.name + ".values", _stored_values(qt, r.shape))
+                out.write(r.name + ".values", stored_values(qt, r.shape))
                 out.write(r.name + ".scales", qt.scales)
             else:
                 out.write(r.name, report.kept[r.name])
     return Path(path)
 
 
-@dataclass
-class QuantizedModel:
-    """A quantized model read back by :func:`load_quantized`.
-
-    Attributes
-    ----------
-    tensors : dict of str to QuantizedTensor
-        Quantized tensors (a per-tensor-quantized one has shape ``(1, size)``).
-    kept : dict of str to numpy.ndarray
-        Tensors stored unquantized (norms, biases, buffers).
-    shapes : dict of str to tuple
-        Original shape of every tensor.
-    metadata : dict of str to str
-        The file's metadata (format, bits, rounding, group_size, policy, source, ...).
-    """
-
-    tensors: dict[str, QuantizedTensor]
-    kept: dict[str, np.ndarray]
-    shapes: dict[str, tuple[int, ...]]
-    metadata: dict[str, str]
-
-    def names(self) -> list[str]:
-        return sorted(self.shapes, key=natural_key)
-
-    def dequantize(self, name: str) -> np.ndarray:
-        """float32 weights of ``name`` in their original shape (kept tensors as stored)."""
-        if name in self.kept:
-            return self.kept[name]
-        return dequantize(self.tensors[name]).reshape(self.shapes[name])
-
-    def dequantized(self) -> dict[str, np.ndarray]:
-        """Every tensor, dequantized where it was quantized."""
-        return {name: self.dequantize(name) for name in self.names()}
-
-
-def load_quantized(path: str | os.PathLike[str]) -> QuantizedModel:
-    """Read a file written by :func:`save_quantized`.
-
-    Raises
-    ------
-    ModelFileError
-        If the file is not a gqlearn quantized model, or its tensors do not match its metadata.
-    """
-    path = Path(path)
-    infos, metadata = read_header(path)
-    if metadata.get("format") not in FORMATS:
-        raise ModelFileError(path, f"not a gqlearn quantized model (metadata format is "
-                                   f"{metadata.get('format')!r}, expected one of {FORMATS}); "
-                                   "to explore an ordinary checkpoint use explore()")
-    packed = metadata.get("format") == FORMAT_PACKED
-    try:
-        entries = parse_json(path, metadata["tensors"], "the metadata's \"tensors\"")
-        bits = int(metadata["bits"])
-        rounding = metadata["rounding"]
-        reciprocal = metadata.get("reciprocal", "false") == "true"
-    except (KeyError, ValueError) as exc:
-        if isinstance(exc, ModelFileError):
-            raise
-        raise ModelFileError(path, f"damaged metadata: {exc}") from None
-    if not isinstance(entries, dict):
-        raise ModelFileError(path, "damaged metadata: \"tensors\" must be a JSON object "
-                                   "mapping tensor names to their entries")
-    tensors: dict[str, QuantizedTensor] = {}
-    kept: dict[str, np.ndarray] = {}
-    shapes: dict[str, tuple[int, ...]] = {}
-    ckpt = Checkpoint(path, infos, [path], metadata)
-    with ckpt:
-        for name, e in entries.items():
-            if not isinstance(e, dict) or not isinstance(e.get("quantized"), bool):
-                raise ModelFileError(path, "damaged metadata: the entry must be an object with "
-                                           "a true/false \"quantized\"", name)
-            shape = check_shape(path, e.get("shape"), name)
-            shapes[name] = shape
-            stored = name + ".values" if e["quantized"] else name
-            if stored not in infos:
-                raise ModelFileError(path, f"metadata lists it but the file lacks {stored!r}",
-                                     name)
-            qshape = (1, math.prod(shape)) if e["quantized"] and e.get("per_tensor") else shape
-            want = shape
-            if e["quantized"] and packed:  # sub-8-bit values stored packed along the last axis
-                if not 2 <= bits <= 7:
-                    raise ModelFileError(path, f"damaged metadata: packed values need 2 to 7 "
-                                               f"bits, got {bits}", name)
-                want = packing.packed_shape(qshape, bits)
-            if infos[stored].shape != want:
-                # a reshape would silently scramble the rows
-                layout = (f"{bits}-bit values are stored as uint8 {list(want)}"
-                          if want != shape else f"{stored!r} must have that shape")
-                raise ModelFileError(path, f"metadata says shape {list(shape)}: {layout}, but "
-                                           f"{stored!r} has shape {list(infos[stored].shape)}",
-                                     name)
-            if not e["quantized"]:
-                kept[name] = ckpt.get(name)
-                continue
-            gs = e.get("group_size")
-            if isinstance(gs, bool) or not isinstance(gs, int):
-                raise ModelFileError(path, f"damaged metadata: group_size {gs!r} is not an "
-                                           "integer", name)
-            if name + ".scales" not in infos:
-                raise ModelFileError(path, f"metadata lists it but the file lacks "
-                                           f"{name + '.scales'!r}", name)
-            values = ckpt.get(name + ".values")
-            scales = ckpt.get(name + ".scales")
-            try:
-                if packed:
-                    tensors[name] = QuantizedTensor.from_packed(values, qshape, scales, gs, bits,
-                                                                rounding, reciprocal)
-                else:  # int8 values of the original shape (8 bits, or a v1 file)
-                    tensors[name] = QuantizedTensor(values.reshape(qshape), scales, gs, bits,
-                                                    rounding, reciprocal)
-            except (TypeError, ValueError) as exc:
-                raise ModelFileError(path, f"stored values do not form a valid quantized "
-                                           f"tensor: {exc}", name) from None
-    return QuantizedModel(tensors, kept, shapes, metadata)

@@ -432,8 +432,8 @@ def model_path(key: str, cache: str | os.PathLike[str] | None = None) -> Path:
 
 
 def fetch_model(key: str, cache: str | os.PathLike[str] | None = None, *, quiet: bool = False,
-                force: bool = False) -> Path:
-    """Fetch the pinned model ``key`` (``"minilm"`` or ``"smollm2"``) once; its local path.
+                force: bool = False, download: bool = True) -> Path:
+    """The local path of the pinned model ``key`` (``"minilm"`` or ``"smollm2"``), fetched once.
 
     Parameters
     ----------
@@ -446,12 +446,21 @@ def fetch_model(key: str, cache: str | os.PathLike[str] | None = None, *, quiet:
         ``done`` line with the path; nothing at all when the model is already cached).
     force : bool, default False
         Fetch again even if the model is already there.
+    download : bool, default True
+        If False, a model that is not in the cache raises :class:`FetchError` instead of
+        being downloaded.
 
     Raises
     ------
     ValueError
         If ``key`` names no pinned model.
     FetchError
-        If the download or a hash check fails.
+        If the download or a hash check fails, or the model is not cached and ``download``
+        is False.
     """
-    return _model(key).fetch(cache, quiet=quiet, force=force)
+    model = _model(key)
+    cache = Path(cache) if cache is not None else cache_dir()
+    if not download and not model.is_fetched(cache):
+        raise FetchError(f"{model.name} is not in {cache}; run `gqlearn fetch {key}` "
+                         f"(or `python -m gqlearn fetch {key}`)")
+    return model.fetch(cache, quiet=quiet, force=force)
