@@ -4,7 +4,7 @@
     python bench/bench_quantize.py --mib 64   # quicker
 
 Peers: llama.cpp's Q8_0 in numpy (the ``gguf`` package), llama2.c's ``export.py:quantize_q80``
-(torch if installed, else its numpy transcription from tests/reference.py), and the obvious
+(torch if installed, else its numpy transcription in bench/peers.py), and the obvious
 numpy one-liner.  The bandwidth reference is one pass that reads the fp32 input and writes an
 int8 array (``np.copyto``, split over the cores), i.e. the floor for any quantizer.
 Prints GB/s of fp32 input and ratios; writes ``bench/results/quantize.md`` and ``.png``.
@@ -24,11 +24,10 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent / "tests"))
+import gqlearn
+from peers import quantize_q80_llama2c
 
-import gqlearn  # noqa: E402
-from reference import quantize_q80_llama2c  # noqa: E402
+HERE = Path(__file__).resolve().parent
 
 
 def best_of(fn, repeats: int) -> float:
