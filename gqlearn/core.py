@@ -36,6 +36,7 @@ import numpy as np
 from . import _parallel, packing
 from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
                       nonfinite_error)
+from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
@@ -361,52 +362,21 @@ def _quantize_rows(src: np.ndarray, scale: np.ndarray, out: np.ndarray, qmax: in
 
 def available_backends() -> list[str]:
     """Kernels usable here: ``"numpy"`` always, ``"numba"`` when numba is installed."""
-    return ["numpy", "numba"] if _fused() is not None else ["numpy"]
-
-
-def _fused():  # noqa: ANN202 - returns the module or None
-    global _FUSED
-    if _FUSED is False:
-        try:
-            from . import _fused as module
-        except ImportError:
-            module = None
-        _FUSED = module
-    return _FUSED
-
-
-_FUSED: object = False
+    return ["numpy", "numba"] if fused_kernels() is not None else ["numpy"]
 
 
 def _pick_backend(backend: str, n_groups: int, threads: int) -> str:
     if backend not in ("auto", "numpy", "numba"):
         raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
     if backend == "numba":
-        if _fused() is None:
+        if fused_kernels() is None:
             raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
         return "numba"
     # The fused kernel parallelises over groups; a handful of huge groups (per-tensor
     # quantization) is better served by the numpy path, which splits groups into pieces.
-    if backend == "auto" and _fused() is not None and n_groups >= 4 * threads:
+    if backend == "auto" and fused_kernels() is not None and n_groups >= 4 * threads:
         return "numba"
     return "numpy"
-
-
-def _numba_threads(threads: int):  # noqa: ANN202 - a context manager
-    import contextlib
-
-    import numba
-
-    @contextlib.contextmanager
-    def ctx():
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-        try:
-            yield
-        finally:
-            numba.set_num_threads(previous)
-
-    return ctx()
 
 
 def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Rounding = "half_away",
@@ -524,9 +494,9 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
 
 def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
                     rounding: str, reciprocal: bool, threads: int, chunk: int) -> None:
-    kernel = _fused().quantize_groups  # type: ignore[union-attr]
+    kernel = fused_kernels().quantize_groups  # type: ignore[union-attr]
     half_even = rounding == "half_even"
-    with _numba_threads(threads):
+    with numba_threads(threads):
         bits = scales.view(np.uint32)
         if groups.dtype == np.float32:
             kernel(groups, groups.view(np.uint32), qmax, half_even, reciprocal, values, scales,
@@ -591,8 +561,8 @@ def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
     scales = qt.scales.reshape(-1)
     out = np.empty(values.shape, dtype=np.float32)
     if _pick_backend(backend, values.shape[0], threads) == "numba":
-        with _numba_threads(threads):
-            _fused().dequantize_groups(values, scales, out)  # type: ignore[union-attr]
+        with numba_threads(threads):
+            fused_kernels().dequantize_groups(values, scales, out)  # type: ignore[union-attr]
         return out.reshape(qt.shape)
     blocks, _ = plan_blocks(values.shape[0], qt.group_size, chunk)
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 import numpy as np
 
 from . import _parallel, packing
-from .core import QuantizedTensor, _fused, _numba_threads
+from ._numba import fused_kernels, numba_threads
+from .core import QuantizedTensor
 
 __all__ = ["qmatmul", "dequantize_packed", "QMATMUL_NUMBA_MAX_BATCH"]
 
@@ -41,7 +42,7 @@ def _qkernels():  # noqa: ANN202 - the module or None
     global _kernels
     if _kernels is False:
         _kernels = None
-        if _fused() is not None:
+        if fused_kernels() is not None:
             from . import _qkernels
             _kernels = _qkernels
     return _kernels
@@ -82,7 +83,7 @@ def dequantize_packed(qt: QuantizedTensor, *, threads: int, chunk: int,
         kernels = _qkernels()
         if kernels is None:
             raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
-        with _numba_threads(threads):
+        with numba_threads(threads):
             kernels.dequantize_rows(qt.packed.reshape(rows, -1), qt.scales.reshape(rows, -1),
                                     qt.bits, qt.group_size, n, out)
         return out.reshape(qt.shape)
@@ -170,7 +171,7 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
         # Small products run on one thread: starting the pool costs more than it saves.
         threads = min(threads, max(1, qt.size * batch // _WEIGHTS_PER_THREAD))
         rows_per_task = max(1, -(-out_features // (8 * threads)))
-        with _numba_threads(threads):
+        with numba_threads(threads):
             _qkernels().qmatmul_rows(qt.packed, qt.scales, x2, qt.bits, qt.group_size,  # type: ignore[union-attr]
                                      in_features, rows_per_task, out)
     elif batch:

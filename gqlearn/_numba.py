@@ -1,0 +1,41 @@
+"""numba is optional: the fused kernels when it is installed, and its thread count.
+
+:mod:`gqlearn._fused` (quantize, dequantize, error sums) and :mod:`gqlearn._qkernels`
+(products on quantized weights) import numba at module level, so they are loaded through
+:func:`fused_kernels` only when numba is there; everything else falls back to numpy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from types import ModuleType
+
+__all__ = ["fused_kernels", "numba_threads"]
+
+_FUSED: ModuleType | None | bool = False  # False: not looked for yet
+
+
+def fused_kernels() -> ModuleType | None:
+    """The :mod:`gqlearn._fused` module, or None without numba (looked up once)."""
+    global _FUSED
+    if _FUSED is False:
+        try:
+            from . import _fused as module
+        except ImportError:
+            module = None
+        _FUSED = module
+    return _FUSED  # type: ignore[return-value]  # False was replaced above
+
+
+@contextlib.contextmanager
+def numba_threads(threads: int) -> Iterator[None]:
+    """Run numba's parallel loops on ``threads`` threads (at most numba's own limit)."""
+    import numba
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
