@@ -15,8 +15,7 @@ from ._checks import as_weights
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from .core import QuantizedTensor
 
-__all__ = ["ErrorReport", "error_report", "group_max_error", "max_abs_error", "mse", "sqnr_db",
-           "relative_frobenius_error", "zeroed_fraction"]
+__all__ = ["ErrorReport", "error_report"]
 
 
 @dataclass(frozen=True)
@@ -224,32 +223,3 @@ def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_s
         sum_sq_signal=total_sig,
     )
 
-
-def group_max_error(w: np.ndarray, qt: QuantizedTensor) -> np.ndarray:
-    """Max ``|w - dequantize(qt)|`` per group, as the seed's ``group_error`` loop computes it."""
-    return error_report(w, qt).group_max_error
-
-
-def max_abs_error(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Largest ``|w - dequantize(qt)|`` over the tensor."""
-    return error_report(w, qt).max_abs_error
-
-
-def mse(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Mean squared error of the reconstruction."""
-    return error_report(w, qt).mse
-
-
-def sqnr_db(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (higher is better)."""
-    return error_report(w, qt).sqnr_db
-
-
-def relative_frobenius_error(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """``||w - w'||_F / ||w||_F``."""
-    return error_report(w, qt).relative_frobenius_error
-
-
-def zeroed_fraction(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Fraction of the nonzero weights that quantize to 0."""
-    return error_report(w, qt).zeroed_fraction
