@@ -32,9 +32,10 @@ from safetensors.numpy import save_file
 
 from gqlearn.__main__ import main
 from gqlearn.llm import LlamaConfig, Llama, iter_gguf_tensors, open_gguf, read_metadata
-from gqlearn.llm.gguf_io import read_llama_config, save_llama_gguf, tensor_infos
+from gqlearn.llm.gguf_io import read_llama_config, tensor_infos
 from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
 from gqlearn.models.safetensors_io import INDEX_NAME
+from gguf_writer import save_llama_gguf
 
 # Examples per fuzz test (7 tests): the hypothesis profile's count (conftest.py: 150 under CI,
 # 60 otherwise), capped at 150 so that the file runs in about 30 s on the 2-core CI machine;

@@ -12,7 +12,7 @@ import pytest
 
 from gqlearn.lessons import decoder as D
 from gqlearn.llm import Llama, LlamaConfig, QuantEvaluation, evaluate_quantization, load_llama
-from gqlearn.llm.gguf_io import save_llama_gguf
+from gguf_writer import save_llama_gguf
 
 matplotlib.use("Agg")
 

@@ -10,7 +10,7 @@ import pytest
 
 from gqlearn.llm import (GGUFError, Llama, LlamaConfig, iter_gguf_tensors, load_gguf, load_llama,
                          open_gguf, read_llama_config, read_metadata, smollm2_path, tensor_infos)
-from gqlearn.llm.gguf_io import save_llama_gguf
+from gguf_writer import save_llama_gguf
 
 CFG = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
                   ffn_size=96, rope_base=5000.0, rms_eps=1e-6, context_length=128)

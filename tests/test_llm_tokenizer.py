@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gqlearn.llm import GGUFError, Llama, LlamaConfig, load_sample_text, smollm2_path
-from gqlearn.llm.gguf_io import save_llama_gguf
 from gqlearn.llm.tokenizer import tokenizer_from_gguf
+from gguf_writer import save_llama_gguf
 
 TEXTS = [
     "The capital of France is",

@@ -301,7 +301,7 @@ def test_explorer_module_all():
 @pytest.mark.parametrize("matrix_type, quantized_in_file", [("F32", False), ("Q8_0", True)])
 def test_explore_gguf(tmp_path, matrix_type, quantized_in_file):
     from gqlearn.llm import Llama, LlamaConfig
-    from gqlearn.llm.gguf_io import save_llama_gguf
+    from gguf_writer import save_llama_gguf
 
     cfg = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,
                       ffn_size=96, rope_base=5000.0, rms_eps=1e-6, context_length=128)
