@@ -15,7 +15,7 @@ import numpy as np
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
-from ..llm import Llama, QuantEvaluation, tensor_infos
+from ..llm import Llama, QuantEvaluation, logsumexp, tensor_infos
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
 
@@ -209,13 +209,8 @@ def check_perplexity(fn: Any) -> Feedback:
                  "a uniform guess among 4 tokens (perplexity 4).")
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _kl(zp: np.ndarray, zq: np.ndarray) -> float:
-    lp, lq = _log_softmax(zp), _log_softmax(zq)
+    lp, lq = zp - logsumexp(zp)[:, None], zq - logsumexp(zq)[:, None]  # log-softmax of each
     return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)))
 
 

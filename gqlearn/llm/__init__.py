@@ -21,9 +21,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from .evaluate import (QuantEvaluation, Setting, evaluate_quantization, load_sample_text,
-                       next_token_agreement, perplexity, quantize_linear_weights,
-                       token_log_probs)
+from .evaluate import (QuantEvaluation, Setting, evaluate_quantization,
+                       fake_quantize_linear_weights, load_sample_text, logsumexp,
+                       next_token_agreement, perplexity, token_log_probs)
 from .fetch import FetchError, cache_dir, fetch_smollm2, smollm2_path
 from .gguf_io import (GGUFError, iter_gguf_tensors, load_gguf, load_llama, open_gguf,
                       read_llama_config, read_metadata, tensor_infos)
@@ -34,8 +34,8 @@ from .tokenizer import tokenizer_from_gguf
 __all__ = ["load_smollm2", "Llama", "QuantizedLlama", "LlamaConfig", "KVCache", "iter_gguf_tensors", "load_gguf",
            "load_llama", "open_gguf", "read_llama_config", "read_metadata", "tensor_infos", "GGUFError",
            "tokenizer_from_gguf", "smollm2_path", "fetch_smollm2", "cache_dir", "FetchError",
-           "evaluate_quantization", "QuantEvaluation", "Setting", "quantize_linear_weights",
-           "perplexity", "next_token_agreement", "token_log_probs", "load_sample_text"]
+           "evaluate_quantization", "QuantEvaluation", "Setting", "fake_quantize_linear_weights",
+           "perplexity", "next_token_agreement", "token_log_probs", "logsumexp", "load_sample_text"]
 
 
 def load_smollm2(*, quiet: bool = False) -> tuple[Llama, Any]:
