@@ -1,7 +1,7 @@
 """Error metrics of a quantized tensor against the original, computed in one chunked pass.
 
 All metrics compare the float32 weights with ``dequantize(qt)`` (``q * scale`` in float32, as
-the course's seed code does), without materialising the dequantized tensor.
+the reference Rust loop does), without materialising the dequantized tensor.
 """
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ class ErrorReport:
     Attributes
     ----------
     group_max_error : numpy.ndarray
-        float32 max ``|w - w'|`` of each group, shape ``qt.scales.shape`` (the seed's
-        ``group_error``).
+        float32 max ``|w - w'|`` of each group, shape ``qt.scales.shape`` (the reference Rust
+        loop's ``group_error``).
     group_mse : numpy.ndarray
         float64 mean squared error of each group, shape ``qt.scales.shape``.
     max_abs_error : float
