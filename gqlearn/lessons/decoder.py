@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from .. import core
-from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
 from ..llm import Llama, QuantEvaluation, logsumexp, tensor_infos
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
+from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 __all__ = ["ggml_bits_per_weight", "tensor_type_table", "distinct_per_block",
            "baseline_grid_table", "plot_quality", "flip_table", "scheme_table",
@@ -172,10 +172,9 @@ def scheme_table(symmetric: QuantEvaluation, asymmetric: QuantEvaluation) -> Tab
 # --------------------------------------------------------------------------------------------
 
 def _run(fn: Any, what: str, *args: Any) -> tuple[float | None, Feedback | None]:
-    try:
-        got = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - report any error to the learner
-        return None, wrong(f"On {what} your function raised {type(exc).__name__}: {exc}")
+    got, err = call_learner(fn, *args)
+    if err is not None:
+        return None, wrong(f"On {what} your function raised {err}")
     if got is None:
         return None, wrong("your function returns None: fill in its body and return a number.")
     try:
