@@ -8,7 +8,7 @@ and the tied embedding/output matrix (:class:`gqlearn.llm.QuantizedLlama`), drop
 model, then measures the weight arrays' bytes (the sum of their ``nbytes``), the process's
 resident memory (RSS), greedy decoding speed (best of 3 runs of ``--tokens`` tokens after a
 short prompt) and the perplexity of the course's sample text, which must equal the
-fake-quantized model's (:func:`gqlearn.llm.quantize_linear_weights`, the decoder chapter).
+fake-quantized model's (:func:`gqlearn.llm.fake_quantize_linear_weights`, the decoder chapter).
 Writes ``bench/results/decode.md``.
 """
 
@@ -44,8 +44,8 @@ def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -
     import numpy as np
 
     from gqlearn.io import fetch_model, open_gguf
-    from gqlearn.llm import (QuantizedLlama, load_llama, load_sample_text, perplexity,
-                             quantize_linear_weights, tokenizer_from_gguf)
+    from gqlearn.llm import (QuantizedLlama, fake_quantize_linear_weights, load_llama,
+                             load_sample_text, perplexity, tokenizer_from_gguf)
 
     import gqlearn
 
@@ -60,7 +60,7 @@ def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -
     text_ids = tok.encode(load_sample_text()).ids[:128]
     fake_ppl = None
     if bits is not None and fake:
-        qw = quantize_linear_weights(model, bits, group_size, include_embedding=True)
+        qw = fake_quantize_linear_weights(model, bits, group_size, include_embedding=True)
         fake_ppl = perplexity(model.with_weights(qw.weights).forward(text_ids), text_ids)
         del qw
     if bits is not None:

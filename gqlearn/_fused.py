@@ -1,6 +1,6 @@
 """The fused kernel: one pass per group, parallel over groups with numba's ``prange``.
 
-It reads like the seeds' Rust loop (``(0..num_groups).into_par_iter()``), and computes exactly
+It reads like the reference Rust loop (``(0..num_groups).into_par_iter()``), and computes exactly
 what the numpy path computes, operation for operation in float32 (no fastmath, so no
 reassociation or fused multiply-add), so the two backends are bit-identical.
 Imported only when numba is installed (``pip install gqlearn[fast]``).

@@ -1,6 +1,6 @@
 """Choosing a group size that divides a model's dimension.
 
-The seeds adjust a requested group size by halving it until it divides the dimension::
+The classic loop adjusts a requested group size by halving it until it divides the dimension::
 
     while dim % group_size != 0:
         group_size /= 2
@@ -36,7 +36,7 @@ def _positive_int(name: str, value: object) -> int:
 
 
 def halving_sequence(dim: int, requested: int) -> list[int]:
-    """Every group size the seeds' halving loop tries, ending with the one it returns.
+    """Every group size the classic halving loop tries, ending with the one it returns.
 
     >>> halving_sequence(4096, 300)
     [300, 150, 75, 37, 18, 9, 4]
@@ -63,7 +63,7 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
         ``"pow2"``: ``requested`` if it divides ``dim``, else the largest power of two
         <= ``min(requested, dim)`` that divides ``dim``.
         ``"divisor"``: largest divisor of ``dim`` <= ``requested``.
-        ``"halve"``: the seeds' loop, halving ``requested`` until it divides ``dim``.
+        ``"halve"``: the classic loop, halving ``requested`` until it divides ``dim``.
 
     Returns
     -------

@@ -1,7 +1,7 @@
 """Error metrics of a quantized tensor against the original, computed in one chunked pass.
 
 All metrics compare the float32 weights with ``dequantize(qt)`` (``q * scale`` in float32, as
-the course's seed code does), without materialising the dequantized tensor.
+the reference Rust loop does), without materialising the dequantized tensor.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from .core import QuantizedTensor
 
-__all__ = ["ErrorReport", "error_report", "group_max_error", "max_abs_error", "mse", "sqnr_db",
-           "relative_frobenius_error", "zeroed_fraction"]
+__all__ = ["ErrorReport", "error_report"]
 
 
 @dataclass(frozen=True)
@@ -27,8 +26,8 @@ class ErrorReport:
     Attributes
     ----------
     group_max_error : numpy.ndarray
-        float32 max ``|w - w'|`` of each group, shape ``qt.scales.shape`` (the seed's
-        ``group_error``).
+        float32 max ``|w - w'|`` of each group, shape ``qt.scales.shape`` (the reference Rust
+        loop's ``group_error``).
     group_mse : numpy.ndarray
         float64 mean squared error of each group, shape ``qt.scales.shape``.
     max_abs_error : float
@@ -223,32 +222,3 @@ def _report(qt: QuantizedTensor, gmax: np.ndarray, group_sq: np.ndarray, group_s
         sum_sq_signal=total_sig,
     )
 
-
-def group_max_error(w: np.ndarray, qt: QuantizedTensor) -> np.ndarray:
-    """Max ``|w - dequantize(qt)|`` per group, as the seed's ``group_error`` loop computes it."""
-    return error_report(w, qt).group_max_error
-
-
-def max_abs_error(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Largest ``|w - dequantize(qt)|`` over the tensor."""
-    return error_report(w, qt).max_abs_error
-
-
-def mse(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Mean squared error of the reconstruction."""
-    return error_report(w, qt).mse
-
-
-def sqnr_db(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Signal-to-quantization-noise ratio in dB (higher is better)."""
-    return error_report(w, qt).sqnr_db
-
-
-def relative_frobenius_error(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """``||w - w'||_F / ||w||_F``."""
-    return error_report(w, qt).relative_frobenius_error
-
-
-def zeroed_fraction(w: np.ndarray, qt: QuantizedTensor) -> float:
-    """Fraction of the nonzero weights that quantize to 0."""
-    return error_report(w, qt).zeroed_fraction

@@ -1,4 +1,9 @@
-"""Write small LLaMA-architecture GGUF files for tests (gguf's own writer, atomically)."""
+"""A GGUF writer for the tests: small LLaMA-architecture files that gqlearn.io.gguf reads.
+
+The library only reads GGUF; tests need files with known weights, in several ggml types, with
+or without a tokenizer.  Test modules import it by name (``from gguf_writer import
+save_llama_gguf``), like ``models_helpers``.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from gqlearn.llm import LlamaConfig
+from gqlearn.llm.llama import LlamaConfig
+
+__all__ = ["save_llama_gguf"]
 
 
 def save_llama_gguf(path: str | os.PathLike[str], config: LlamaConfig,
                     weights: dict[str, np.ndarray], *, matrix_type: str = "F32",
                     tokenizer: dict[str, list[Any]] | None = None) -> Path:
-    """Write a LLaMA-architecture GGUF file (for tests and small experiments).
+    """Write a LLaMA-architecture GGUF file (small random models for the tests).
 
     Parameters
     ----------

@@ -171,7 +171,7 @@ def _hidden_permuted(weights: dict, perm: np.ndarray) -> dict:
 
 
 def test_summation_order_noise(setup):
-    from gqlearn.llm.evaluate import quantize_linear_weights
+    from gqlearn.llm.evaluate import fake_quantize_linear_weights
 
     model, _, ids = setup
     perm = np.random.default_rng(0).permutation(model.config.hidden_size)
@@ -181,7 +181,7 @@ def test_summation_order_noise(setup):
         z = z - z.max(axis=1, keepdims=True)
         return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 
-    q = quantize_linear_weights(model, 8, 32).weights
+    q = fake_quantize_linear_weights(model, 8, 32).weights
     z0, z0p = model.forward(ids), model.with_weights(
         _hidden_permuted(model.weights, perm)).forward(ids)
     z, zp = (model.with_weights({**model.weights, **q}).forward(ids),

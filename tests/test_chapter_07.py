@@ -72,7 +72,7 @@ def decoder():
     rows = {}
     for bits, g in [(8, 32), (4, 32)]:
         q = llm.QuantizedLlama.from_model(model, bits, g, include_embedding=True)
-        fake = llm.quantize_linear_weights(model, bits, g, include_embedding=True)
+        fake = llm.fake_quantize_linear_weights(model, bits, g, include_embedding=True)
         rows[(bits, g)] = (q.weight_nbytes,
                            llm.perplexity(q.forward(ids), ids),
                            llm.perplexity(model.with_weights(fake.weights).forward(ids), ids))

@@ -77,5 +77,5 @@ def test_llama2c_quantize_q80_values_match_half_even(rng):
     np.testing.assert_array_equal(qt.scales, ref_scales)
     err = np.abs(dequantize(qt).reshape(-1, 64) - w.reshape(-1, 64)).max()
     assert err == ref_maxerr
-    # and the seeds' default (half away from zero) does not match it at ties
+    # and the default (half away from zero, as C's roundf) does not match it at ties
     assert (quantize(w, 64).values.reshape(-1, 64) != ref_values).any()

@@ -12,27 +12,27 @@ from reference import near_ties, quantize_spec
 F32 = np.float32
 
 
-# --- the seeds' worked examples, exact integers in float32 ---------------------------------
+# --- common worked examples, exact integers in float32 -------------------------------------
 
-def test_seed_per_tensor_walkthrough():
+def test_worked_example_per_tensor():
     qt = quantize(np.array([0.1, -0.8, 0.05, -0.02], F32), 4)
     assert qt.values.tolist() == [16, -127, 8, -3]
     assert qt.scales[0] == F32(0.8) / F32(127)
 
 
-def test_seed_mixed_magnitudes_single_scale_zeroes_small_weights():
+def test_worked_example_mixed_magnitudes_single_scale_zeroes_small_weights():
     w = np.array([10.5, -8.2, 9.1, -7.8, 0.001, -0.002, 0.0015, -0.0008], F32)
     assert quantize(w, 8).values.tolist() == [127, -99, 110, -94, 0, 0, 0, 0]
 
 
-def test_seed_mixed_magnitudes_group_of_four():
+def test_worked_example_mixed_magnitudes_group_of_four():
     w = np.array([10.5, -8.2, 9.1, -7.8, 0.001, -0.002, 0.0015, -0.0008], F32)
     qt = quantize(w, 4)
     assert qt.values.tolist() == [127, -99, 110, -94, 64, -127, 95, -51]
 
 
-def test_seed_model_explorer_float32_differs_from_hand_arithmetic():
-    # The seed rounds the scale to 0.0157 and gets -96 and 64; float32 gives -95 and 63:
+def test_worked_example_float32_differs_from_hand_arithmetic():
+    # Hand arithmetic rounds the scale to 0.0157 and gets -96 and 64; float32 gives -95 and 63:
     # -1.5 / (2/127) = -95.25, and 0.01 / (0.02/127) lands just below the 63.5 tie.
     w = np.array([2.0, -1.5, 0.8, -0.3, 0.01, -0.02, 0.005, -0.001], F32)
     qt = quantize(w, 4)
@@ -41,7 +41,7 @@ def test_seed_model_explorer_float32_differs_from_hand_arithmetic():
     assert qt.nbytes == 16 and w.nbytes == 32
 
 
-def test_seed_two_group_example_of_the_other_text():
+def test_worked_example_two_groups():
     w = np.array([5.0, -4.2, 3.8, -3.1, 4.5, -2.9, 3.2, -4.1,
                   0.01, -0.008, 0.012, -0.015, 0.009, -0.011, 0.007, -0.013], F32)
     one = quantize(w, 16)
@@ -198,7 +198,7 @@ def test_subnormal_group_is_clipped_not_overflowed():
 # --- memory accounting -----------------------------------------------------------------------
 
 @pytest.mark.parametrize("gs, scale_bytes", [(32, 512), (256, 64), (1024, 16)])
-def test_seed_memory_figures_for_4096_weights(gs, scale_bytes):
+def test_memory_figures_for_4096_weights(gs, scale_bytes):
     qt = quantize(np.ones(4096, F32), gs)
     assert qt.scales_nbytes == scale_bytes
     assert qt.nbytes == 4096 + scale_bytes

@@ -5,7 +5,7 @@ from gqlearn import choose_group_size, halving_sequence
 WIDTHS = [288, 384, 576, 768, 896, 2048, 4096, 4864, 5120, 11008, 13824, 14336, 28672]
 
 
-def test_seed_halving_turns_300_into_4():
+def test_classic_halving_turns_300_into_4():
     assert halving_sequence(4096, 300) == [300, 150, 75, 37, 18, 9, 4]
     assert choose_group_size(4096, 300, "halve") == 4
     assert choose_group_size(4096, 300) == 256

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gqlearn.exercises import Feedback  # noqa: E402
+from gqlearn.lessons.exercises import Feedback  # noqa: E402
 from gqlearn.lessons import group_scales as gs  # noqa: E402
 
 

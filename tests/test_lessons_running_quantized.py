@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from gqlearn.exercises import Feedback  # noqa: E402
+from gqlearn.lessons.exercises import Feedback  # noqa: E402
 from gqlearn.lessons import running_quantized as rq  # noqa: E402
 
 POINTS = {"float32 W @ x (BLAS)": [(1, 0.5, 18.0), (8, 4.0, 19.0), (64, 32.0, 67.0)],

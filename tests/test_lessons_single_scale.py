@@ -11,7 +11,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gqlearn  # noqa: E402
-from gqlearn.exercises import Feedback  # noqa: E402
+from gqlearn.lessons.exercises import Feedback  # noqa: E402
 from gqlearn.lessons import single_scale as ss  # noqa: E402
 from gqlearn.lessons.display import Table  # noqa: E402
 

@@ -13,7 +13,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import gqlearn  # noqa: E402
-from gqlearn.exercises import Feedback  # noqa: E402
+from gqlearn.lessons.exercises import Feedback  # noqa: E402
 from gqlearn.lessons import under_the_hood as U  # noqa: E402
 
 check = U.check_quantize_like_llama_cpp

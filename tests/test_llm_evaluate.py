@@ -9,8 +9,8 @@ import pytest
 
 import gqlearn
 from gqlearn.llm import (Llama, LlamaConfig, QuantEvaluation, Setting, evaluate_quantization,
-                         load_sample_text, load_smollm2, next_token_agreement, perplexity,
-                         quantize_linear_weights, token_log_probs)
+                         fake_quantize_linear_weights, load_sample_text, load_smollm2,
+                         next_token_agreement, perplexity, token_log_probs)
 
 # widths 48 = 16 * 3 and 96 = 32 * 3: a request of 32 backs off to 16 on the 48-wide matrices
 CFG = LlamaConfig(vocab_size=60, hidden_size=48, n_layers=2, n_heads=4, n_kv_heads=2,
@@ -67,7 +67,7 @@ def test_row_label_shows_backed_off_group_sizes(tiny: Llama) -> None:
 def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
     from gqlearn.llm.asymmetric import dequantize_minmax, quantize_minmax
 
-    qw = quantize_linear_weights(tiny, 4, 32, asymmetric=True)
+    qw = fake_quantize_linear_weights(tiny, 4, 32, asymmetric=True)
     w = tiny.weights["blk.0.ffn_down.weight"]
     np.testing.assert_array_equal(qw.weights["blk.0.ffn_down.weight"],
                                   dequantize_minmax(quantize_minmax(w, 32)))
@@ -75,7 +75,7 @@ def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
     down = sum(tiny.weights[k].size for k in tiny.linear_names() if "ffn_down" in k)
     # float16 minimum and step per group: 32 bits per group
     assert qw.bits_per_weight == pytest.approx(4 + 32 * ((n - down) / 16 + down / 32) / n)
-    pt = quantize_linear_weights(tiny, 4, None, asymmetric=True)
+    pt = fake_quantize_linear_weights(tiny, 4, None, asymmetric=True)
     assert pt.group_sizes["blk.0.attn_q.weight"] == tiny.weights["blk.0.attn_q.weight"].size
     ev = evaluate_quantization(tiny, list(range(20)), bits=(4,), group_sizes=(32,),
                                asymmetric=True)
@@ -84,8 +84,8 @@ def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
 
 
 @pytest.mark.parametrize("bits", [8, 4, 3])
-def test_quantize_linear_weights_back_off_and_cost(tiny: Llama, bits: int) -> None:
-    qw = quantize_linear_weights(tiny, bits, 32)
+def test_fake_quantize_linear_weights_back_off_and_cost(tiny: Llama, bits: int) -> None:
+    qw = fake_quantize_linear_weights(tiny, bits, 32)
     assert set(qw.weights) == set(tiny.linear_names())
     assert qw.group_sizes["blk.0.attn_q.weight"] == 16     # 48 = 16 * 3
     assert qw.group_sizes["blk.0.ffn_down.weight"] == 32   # 96 = 32 * 3
@@ -103,13 +103,13 @@ def test_quantize_linear_weights_back_off_and_cost(tiny: Llama, bits: int) -> No
 
 
 def test_per_tensor_and_embedding(tiny: Llama) -> None:
-    qw = quantize_linear_weights(tiny, 8, None)
+    qw = fake_quantize_linear_weights(tiny, 8, None)
     w = tiny.weights["blk.0.ffn_gate.weight"]
     assert qw.group_sizes["blk.0.ffn_gate.weight"] == w.size
     scale = np.abs(w).max() / 127
     assert np.abs(qw.weights["blk.0.ffn_gate.weight"] - w).max() <= scale / 2 * (1 + 1e-5)
     assert "token_embd.weight" not in qw.weights
-    qe = quantize_linear_weights(tiny, 4, 16, include_embedding=True)
+    qe = fake_quantize_linear_weights(tiny, 4, 16, include_embedding=True)
     assert qe.group_sizes["token_embd.weight"] == 16
 
 
@@ -131,7 +131,7 @@ def test_evaluate_on_a_tiny_model(tiny: Llama) -> None:
     assert abs(int8.perplexity / base.perplexity - 1) < 0.02
     # KL against a direct float64 computation
     zf = tiny.forward(ids)[:-1].astype(np.float64)
-    zq = tiny.with_weights(quantize_linear_weights(tiny, 2, 32).weights).forward(ids)[:-1]
+    zq = tiny.with_weights(fake_quantize_linear_weights(tiny, 2, 32).weights).forward(ids)[:-1]
     zq = zq.astype(np.float64)
     lf = zf - np.log(np.exp(zf).sum(axis=1, keepdims=True))
     lq = zq - np.log(np.exp(zq).sum(axis=1, keepdims=True))

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn.llm import (KVCache, Llama, LlamaConfig, QuantizedLlama, load_smollm2, perplexity,
-                         quantize_linear_weights)
+from gqlearn.llm import (KVCache, Llama, LlamaConfig, QuantizedLlama,
+                         fake_quantize_linear_weights, load_smollm2, perplexity)
 
 CFG = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,
                   ffn_size=96)
@@ -16,7 +16,7 @@ def model():
 
 
 def _fake(model, bits, g, include_embedding):
-    qw = quantize_linear_weights(model, bits, g, include_embedding=include_embedding)
+    qw = fake_quantize_linear_weights(model, bits, g, include_embedding=include_embedding)
     return model.with_weights(qw.weights), qw
 
 

@@ -96,7 +96,7 @@ def test_overhead_fraction_of_linear_layers_is_model_independent():
         assert fracs[0] == pytest.approx((32 / g) / (8 + 32 / g))
 
 
-def test_seed_claim_70b_fp32():
+def test_70b_float32_with_embeddings_is_275_9_gb():
     m = LLAMA2_CONFIGS["LLaMA-2 70B"]
     r = memory_table(m, [256], baseline="float32", quantize_embeddings=True)[0]
     assert r["baseline_gb"] == pytest.approx(275.9, abs=0.1)

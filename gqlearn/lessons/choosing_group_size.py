@@ -10,10 +10,10 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
 from ..memory import GB, LLAMA2_CONFIGS
 from .display import plt
+from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 __all__ = ["LABELS", "MODEL_WIDTHS", "plot_sweep", "check_pick_group_size",
            "check_scale_overhead", "EXERCISE_SCALE_GROUP"]
@@ -86,10 +86,9 @@ def check_pick_group_size(fn: Callable[[int, int], int]) -> Feedback:
     cases += [(int(32 * rng.integers(1, 400)), int(rng.integers(1, 600))) for _ in range(40)]
     for d, r in cases:
         expected = choose_group_size(d, r)
-        try:
-            got = fn(d, r)
-        except Exception as exc:  # the learner's code: report, don't crash
-            return wrong(f"pick_group_size({d}, {r}) raised {type(exc).__name__}: {exc}")
+        got, err = call_learner(fn, d, r)
+        if err is not None:
+            return wrong(f"pick_group_size({d}, {r}) raised {err}")
         if got is None:
             return wrong("your function returned None: write its body and `return` a size.")
         if isinstance(got, bool) or not isinstance(got, (int, np.integer)):

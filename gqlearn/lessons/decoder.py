@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from .. import core
-from ..exercises import Feedback, close_enough, right, wrong
 from ..group_size import choose_group_size
 from ..io.gguf import tensor_infos
-from ..llm import Llama, QuantEvaluation
+from ..llm import Llama, QuantEvaluation, logsumexp
 from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
+from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 __all__ = ["ggml_bits_per_weight", "tensor_type_table", "distinct_per_block",
            "baseline_grid_table", "plot_quality", "flip_table", "scheme_table",
@@ -173,10 +173,9 @@ def scheme_table(symmetric: QuantEvaluation, asymmetric: QuantEvaluation) -> Tab
 # --------------------------------------------------------------------------------------------
 
 def _run(fn: Any, what: str, *args: Any) -> tuple[float | None, Feedback | None]:
-    try:
-        got = fn(*args)
-    except Exception as exc:  # noqa: BLE001 - report any error to the learner
-        return None, wrong(f"On {what} your function raised {type(exc).__name__}: {exc}")
+    got, err = call_learner(fn, *args)
+    if err is not None:
+        return None, wrong(f"On {what} your function raised {err}")
     if got is None:
         return None, wrong("your function returns None: fill in its body and return a number.")
     try:
@@ -210,13 +209,8 @@ def check_perplexity(fn: Any) -> Feedback:
                  "a uniform guess among 4 tokens (perplexity 4).")
 
 
-def _log_softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
 def _kl(zp: np.ndarray, zq: np.ndarray) -> float:
-    lp, lq = _log_softmax(zp), _log_softmax(zq)
+    lp, lq = zp - logsumexp(zp)[:, None], zq - logsumexp(zq)[:, None]  # log-softmax of each
     return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)))
 
 

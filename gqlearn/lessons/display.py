@@ -1,7 +1,8 @@
 """Display code every chapter shares: a printable :class:`Table`, the figure helper and a
 widget wrapper whose plain-text form is a friendly placeholder.
 
-Chapter modules (``gqlearn.lessons.<chapter>``) import from here and never from each other.
+Chapter modules (``gqlearn.lessons.<chapter>``) import from here and from
+:mod:`~gqlearn.lessons.exercises`, never from each other.
 """
 
 from __future__ import annotations

@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from ..core import quantize
-from ..exercises import Feedback, right, wrong
 from ..models import (LINEAR_ROLES, ROLES, Checkpoint, SentenceEncoder, classify,
                       cosine_similarity, explore, layer_index, load_reference_embeddings,
                       parse_group_size, resolve_group_size, short_name)
 from .display import Table, live_widget, plt, show_figure
+from .exercises import Feedback, call_learner, right, wrong
 
 __all__ = ["setting_label", "recurring_channels", "plot_role_histograms",
            "plot_channel_ranges", "sweep_linear_layers", "role_pivot", "plot_error_heatmap",
@@ -289,10 +289,9 @@ def check_count_zeroed(fn: Any) -> Feedback:
     z[0, :4] = [1.0, 0.001, -0.002, 0.5]
     cases.append(("a matrix with exact zeros and an all-zero row", z, 32, 4))
     for what, w, g, bits in cases:
-        try:
-            got = fn(w.copy(), g, bits)
-        except Exception as exc:  # noqa: BLE001 - report any error to the learner
-            return wrong(f"On {what} your function raised {type(exc).__name__}: {exc}")
+        got, err = call_learner(fn, w.copy(), g, bits)
+        if err is not None:
+            return wrong(f"On {what} your function raised {err}")
         if got is None:
             return wrong("count_zeroed returns None: fill in its body and return a count.")
         q = quantize(w, g, bits=bits).values

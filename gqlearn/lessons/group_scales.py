@@ -6,15 +6,14 @@ this module only draws and checks.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import core
-from ..exercises import Feedback, close_enough, right, wrong
 from .display import Table, live_widget, plt, show_figure
+from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -152,14 +151,11 @@ def check_quantize_groups(fn: Callable[..., Any]) -> Feedback:
     """
     cases = _cases()
     for what, w, gs in cases:
-        try:
-            with np.errstate(all="ignore"), warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                out = fn(w.copy(), gs)
-        except Exception as e:  # noqa: BLE001 - the learner's code
+        out, err = call_learner(fn, w.copy(), gs)
+        if err is not None:
             hint = (" Did you use keepdims=True, so that each group is divided by its own scale?"
-                    if "broadcast" in str(e) else "")
-            return wrong(f"on {what} your function raised {type(e).__name__}: {e}.{hint}")
+                    if "broadcast" in err else "")
+            return wrong(f"on {what} your function raised {err}.{hint}")
         if out is None:
             return wrong("quantize_groups returned None: write its body and return "
                          "(values, scales).")

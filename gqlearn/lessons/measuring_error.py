@@ -12,9 +12,9 @@ import numpy as np
 
 from .. import synthetic
 from ..core import quantize
-from ..exercises import Feedback, right, wrong
 from ..metrics import error_report
 from .display import live_widget, plt, show_figure
+from .exercises import Feedback, call_learner, right, wrong
 
 __all__ = ["LABELS", "GROUP_SIZES", "plot_distributions", "plot_theory", "plot_outliers",
            "explore_static", "explore", "check_sqnr_db", "check_predicted_mse"]
@@ -156,18 +156,11 @@ def explore() -> Any:
 
 # --- exercises -------------------------------------------------------------------------------
 
-def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, Feedback | None]:
-    try:
-        return fn(*args), None
-    except Exception as exc:  # the learner's code: report, don't crash
-        return None, wrong(f"your function raised {type(exc).__name__}: {exc}")
-
-
 def _number(fn: Callable[..., Any], what: str, *args: Any) -> tuple[float, Feedback | None]:
     """The learner's ``fn(*args)`` as one float, or the feedback that says why it is not."""
-    got, err = _call(fn, *args)
+    got, err = call_learner(fn, *args)
     if err is not None:
-        return 0.0, err
+        return 0.0, wrong(f"your function raised {err}")
     if got is None:
         return 0.0, wrong(f"your function returned None: write its body and `return` {what}.")
     try:

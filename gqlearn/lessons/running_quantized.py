@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
 from .. import core, packing
-from ..exercises import Feedback, right, wrong
 from .display import plt
+from .exercises import Feedback, call_learner, right, wrong
 
 __all__ = ["plot_roofline", "check_qmatvec", "check_unpack_int2"]
 
@@ -55,15 +54,6 @@ def plot_roofline(bandwidth_gbs: float, peak_gflops: float,
     return fig
 
 
-def _call(fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
-    try:
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return fn(*args), None
-    except Exception as e:  # noqa: BLE001 - the learner's code
-        return None, f"{type(e).__name__}: {e}"
-
-
 def check_qmatvec(fn: Callable[..., Any]) -> Feedback:
     """Exercise 1: ``fn(x, values, scales, group_size)`` equals ``x @ dequantize(qt).T``.
 
@@ -77,7 +67,7 @@ def check_qmatvec(fn: Callable[..., Any]) -> Feedback:
         qt = core.quantize(w, g, bits=bits)
         x = rng.standard_normal(n).astype(np.float32)
         what = f"a {out} × {n} layer, int{bits}, group size {g}"
-        y, err = _call(fn, x.copy(), qt.values.copy(), qt.scales.copy(), g)
+        y, err = call_learner(fn, x.copy(), qt.values.copy(), qt.scales.copy(), g)
         if err:
             return wrong(f"on {what} your function raised {err}.")
         if y is None:
@@ -112,7 +102,7 @@ def check_unpack_int2(fn: Callable[..., Any]) -> Feedback:
         v = v.astype(np.int8)
         packed = packing.pack(v, 2)
         what = f"a {v.shape[0]} × {v.shape[1]} example"
-        out, err = _call(fn, packed.copy())
+        out, err = call_learner(fn, packed.copy())
         if err:
             return wrong(f"on {what} your function raised {err}.")
         if out is None:

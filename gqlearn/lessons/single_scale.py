@@ -6,15 +6,14 @@ this module only draws and checks.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from .. import core
-from ..exercises import Feedback, close_enough, right, wrong
 from .display import Table, live_widget, plt, show_figure
+from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 if TYPE_CHECKING:  # pragma: no cover
     import ipywidgets
@@ -132,12 +131,6 @@ def magnitude_explorer() -> ipywidgets.Widget:
 
 # --- exercises ----------------------------------------------------------------------------------
 
-def _call(fn: Callable[..., Any], *args: Any) -> Any:
-    with np.errstate(all="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return fn(*args)
-
-
 def _scale_hint(scale: float, w: np.ndarray, qmax: int) -> str:
     amax = float(np.abs(w).max())
     for value, hint in ((float(w.max()) / qmax, "use the largest magnitude, np.abs(w).max(), "
@@ -163,10 +156,9 @@ def check_absmax_quantize(fn: Callable[..., Any]) -> Feedback:
     for w, bits in cases:
         w = w.astype(np.float32)
         what = f"a tensor of shape {w.shape} at {bits} bits"
-        try:
-            out = _call(fn, w.copy(), bits)
-        except Exception as e:  # noqa: BLE001 - the learner's code
-            return wrong(f"on {what} your function raised {type(e).__name__}: {e}")
+        out, err = call_learner(fn, w.copy(), bits)
+        if err is not None:
+            return wrong(f"on {what} your function raised {err}")
         if out is None:
             return wrong("absmax_quantize returned None: write its body and return (q, scale).")
         if not isinstance(out, tuple) or len(out) != 2:

@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from .. import core
-from ..exercises import Feedback, right, wrong
 from .display import plt
+from .exercises import Feedback, call_learner, right, wrong
 
 __all__ = ["check_quantize_like_llama_cpp", "plot_group_size_timing"]
 
@@ -53,10 +53,9 @@ def check_quantize_like_llama_cpp(fn: Callable[[np.ndarray, int], Any]) -> Feedb
     rounding="half_away", reciprocal=True)``: ``q`` int8 of shape ``(n_groups, group_size)``,
     ``scales`` float32 of shape ``(n_groups,)``.  Never shows the expected values."""
     for label, w, g in _cases():
-        try:
-            out = fn(w.copy(), g)
-        except Exception as exc:  # noqa: BLE001 - the learner's code may raise anything
-            return wrong(f"your function raised {type(exc).__name__}: {exc} (on {label}).")
+        out, err = call_learner(fn, w.copy(), g)
+        if err is not None:
+            return wrong(f"your function raised {err} (on {label}).")
         if out is None:
             return wrong("your function returned None: fill in its body and return (q, scales).")
         if not isinstance(out, tuple) or len(out) != 2:

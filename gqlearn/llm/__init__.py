@@ -19,9 +19,9 @@ Example::
 from __future__ import annotations
 
 from ..io.gguf import GGUFError
-from .evaluate import (QuantEvaluation, Setting, evaluate_quantization, load_sample_text,
-                       next_token_agreement, perplexity, quantize_linear_weights,
-                       token_log_probs)
+from .evaluate import (QuantEvaluation, Setting, evaluate_quantization,
+                       fake_quantize_linear_weights, load_sample_text, logsumexp,
+                       next_token_agreement, perplexity, token_log_probs)
 from .llama import KVCache, Llama, LlamaConfig
 from .load import load_gguf, load_llama, load_smollm2, read_llama_config
 from .quantized import QuantizedLlama
@@ -29,5 +29,6 @@ from .tokenizer import tokenizer_from_gguf
 
 __all__ = ["load_smollm2", "Llama", "QuantizedLlama", "LlamaConfig", "KVCache", "load_gguf",
            "load_llama", "read_llama_config", "GGUFError", "tokenizer_from_gguf",
-           "evaluate_quantization", "QuantEvaluation", "Setting", "quantize_linear_weights",
-           "perplexity", "next_token_agreement", "token_log_probs", "load_sample_text"]
+           "evaluate_quantization", "QuantEvaluation", "Setting",
+           "fake_quantize_linear_weights", "perplexity", "next_token_agreement", "token_log_probs",
+           "logsumexp", "load_sample_text"]

@@ -46,9 +46,10 @@ from ..group_size import choose_group_size
 from .asymmetric import dequantize_minmax, quantize_minmax
 from .llama import Llama
 
-__all__ = ["Setting", "QuantizedWeights", "QuantRow", "QuantEvaluation", "quantize_linear_weights",
-           "token_log_probs", "perplexity", "next_token_agreement", "evaluate_quantization",
-           "load_sample_text", "SAMPLE_TEXT_SOURCE"]
+__all__ = ["Setting", "FakeQuantizedWeights", "QuantRow", "QuantEvaluation",
+           "fake_quantize_linear_weights", "logsumexp", "token_log_probs", "perplexity",
+           "next_token_agreement", "evaluate_quantization", "load_sample_text",
+           "SAMPLE_TEXT_SOURCE"]
 
 SAMPLE_TEXT_SOURCE = ("Lewis Carroll, Alice's Adventures in Wonderland (1865), Chapter I, first "
                       "five paragraphs (Project Gutenberg eBook #11; public domain)")
@@ -82,8 +83,12 @@ class Setting:
 
 
 @dataclass(frozen=True)
-class QuantizedWeights:
-    """Dequantized copies of a model's matrices, as :func:`quantize_linear_weights` made them.
+class FakeQuantizedWeights:
+    """A model's matrices quantized and dequantized back to float32 ("fake quantization").
+
+    What :func:`fake_quantize_linear_weights` returns: the weights hold float32 copies that
+    carry the rounding error, not the quantized values themselves (for those, see
+    :class:`gqlearn.llm.QuantizedLlama`).
 
     Attributes
     ----------
@@ -111,10 +116,14 @@ class QuantizedWeights:
         return {self.weights[name].shape[-1]: gs for name, gs in self.group_sizes.items()}
 
 
-def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
-                            include_embedding: bool = False, policy: str = "pow2",
-                            asymmetric: bool = False) -> QuantizedWeights:
+def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
+                                 include_embedding: bool = False, policy: str = "pow2",
+                                 asymmetric: bool = False) -> FakeQuantizedWeights:
     """Quantize and dequantize every block matrix of ``model`` (and optionally the embedding).
+
+    The result is float32 ("fake quantization"): a model built from it with
+    :meth:`Llama.with_weights` predicts as the quantized model does, with the float model's
+    memory and speed.
 
     Parameters
     ----------
@@ -134,7 +143,7 @@ def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
 
     Returns
     -------
-    QuantizedWeights
+    FakeQuantizedWeights
     """
     names = model.linear_names()
     if include_embedding:
@@ -160,7 +169,27 @@ def quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
             weights[name] = dequantize(qt).reshape(w.shape)
             total_bytes += qt.nbytes
         n += w.size
-    return QuantizedWeights(weights, sizes, 8 * total_bytes / n, n)
+    return FakeQuantizedWeights(weights, sizes, 8 * total_bytes / n, n)
+
+
+def logsumexp(z: np.ndarray) -> np.ndarray:
+    """Row-wise ``log(sum(exp(z)))`` of ``(T, vocab)`` logits, as float64.
+
+    ``z - logsumexp(z)[:, None]`` is the log-softmax: each row's log-probabilities.  Each row's
+    maximum is subtracted before ``exp`` so that large logits do not overflow; the sums are
+    taken in float64, but ``exp`` runs in the input's dtype, so float32 logits (the model's,
+    about 50,000 per position) are not copied to float64.
+
+    >>> import numpy as np
+    >>> z = np.array([[0.0, 0.0, 0.0, 0.0], [1000.0, 1000.0, 0.0, -1000.0]], dtype=np.float32)
+    >>> logsumexp(z).round(6)   # log 4; 1000 + log 2 (np.exp(1000) alone overflows)
+    array([   1.386294, 1000.693147])
+    >>> logsumexp(z).dtype
+    dtype('float64')
+    """
+    zmax = z.max(axis=1, keepdims=True)
+    e = np.exp(z - zmax)
+    return np.log(e.sum(axis=1, dtype=np.float64)) + zmax[:, 0]
 
 
 def token_log_probs(logits: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.ndarray:
@@ -183,9 +212,7 @@ def token_log_probs(logits: np.ndarray, ids: Sequence[int] | np.ndarray) -> np.n
         raise ValueError(f"need (T, vocab) logits for T >= 2 tokens; got logits "
                          f"{logits.shape} for {ids.size} tokens")
     z = logits[:-1].astype(np.float64)
-    z -= z.max(axis=1, keepdims=True)
-    log_norm = np.log(np.exp(z).sum(axis=1))
-    return z[np.arange(ids.size - 1), ids[1:]] - log_norm
+    return z[np.arange(ids.size - 1), ids[1:]] - logsumexp(z)
 
 
 def perplexity(logits: np.ndarray, ids: Sequence[int] | np.ndarray) -> float:
@@ -210,13 +237,6 @@ def next_token_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
     if logits_a.shape != logits_b.shape:
         raise ValueError(f"logits shapes differ: {logits_a.shape} vs {logits_b.shape}")
     return float(np.mean(logits_a.argmax(axis=-1) == logits_b.argmax(axis=-1)))
-
-
-def _logsumexp(z: np.ndarray) -> np.ndarray:
-    """Row-wise ``log(sum(exp(z)))`` of float32 logits, float64 result (sums in float64)."""
-    zmax = z.max(axis=1, keepdims=True)
-    e = np.exp(z - zmax)
-    return np.log(e.sum(axis=1, dtype=np.float64)) + zmax[:, 0]
 
 
 @dataclass(frozen=True)
@@ -360,7 +380,7 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     bits : sequence of int, default (8, 4, 3)
     group_sizes : sequence of int or None, default (32, 64, None)
         Requested group sizes; None is per-tensor.  Reduced per matrix where they do not
-        divide its width (see :func:`quantize_linear_weights`).
+        divide its width (see :func:`fake_quantize_linear_weights`).
     asymmetric : bool, default False
         Quantize with a minimum and a step per group (Q4_1's scheme) instead of symmetric
         absmax.
@@ -390,7 +410,7 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     n = len(ids) - 1
     positions = np.arange(n)
     z_float = model.forward(ids)[:-1]  # (n, vocab): row j scores token j + 1
-    lse_float = _logsumexp(z_float)
+    lse_float = logsumexp(z_float)
     p_float = np.exp(z_float - lse_float[:, None])  # the float model's next-token distributions
     float_top = z_float.argmax(axis=1)
     top2 = np.partition(z_float, -2, axis=1)[:, -2:]
@@ -402,13 +422,13 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
         if s.bits is None:
             m, used, bpw, z, lse = model, {}, float(baseline[1]), z_float, lse_float
         else:
-            qw = quantize_linear_weights(model, s.bits, s.group_size,
-                                         include_embedding=include_embedding,
-                                         asymmetric=s.asymmetric)
+            qw = fake_quantize_linear_weights(model, s.bits, s.group_size,
+                                              include_embedding=include_embedding,
+                                              asymmetric=s.asymmetric)
             m, used, bpw = (model.with_weights(qw.weights), qw.group_sizes_by_width(),
                             qw.bits_per_weight)
             z = m.forward(ids)[:-1]
-            lse = _logsumexp(z)
+            lse = logsumexp(z)
         nll = float(np.mean(lse.astype(np.float64) - z[positions, targets]))
         # KL(p_float || p) = sum p_float * (log p_float - log p), with the log-probability
         # difference taken elementwise as (z_float - z) - (lse_float - lse): no cancellation.

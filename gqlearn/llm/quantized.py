@@ -1,9 +1,9 @@
 """The decoder running quantized: matrices held as :class:`~gqlearn.QuantizedTensor`, applied
 with :func:`gqlearn.qmatmul`.
 
-:func:`gqlearn.llm.quantize_linear_weights` (the decoder chapter's "fake quantization") rounds
-each matrix and dequantizes it back to float32: the outputs are those of the quantized model, but
-the memory and the speed are the float model's.  :class:`QuantizedLlama` keeps the quantized
+:func:`gqlearn.llm.fake_quantize_linear_weights` (the decoder chapter's "fake quantization")
+rounds each matrix and dequantizes it back to float32: the outputs are those of the quantized
+model, but the memory and the speed are the float model's.  :class:`QuantizedLlama` keeps the quantized
 values (packed below 8 bits) and the scales, and multiplies by them directly, so the resident
 weights shrink (int8 g=32: 8 + 1 bits per weight instead of 32) and decoding, which reads every
 weight once per token, reads fewer bytes.  It computes with the same float32 weights as the
@@ -83,9 +83,9 @@ class QuantizedLlama(Llama):
         """Quantize every block matrix of ``model`` (and optionally the tied embedding).
 
         Matrices and group sizes are those of
-        :func:`gqlearn.llm.quantize_linear_weights` with the same arguments (a group size that
-        does not divide a width is reduced with :func:`gqlearn.choose_group_size`), so the two
-        models compute with the same weights.
+        :func:`gqlearn.llm.fake_quantize_linear_weights` with the same arguments (a group size
+        that does not divide a width is reduced with :func:`gqlearn.choose_group_size`), so the
+        two models compute with the same weights.
 
         Parameters
         ----------

@@ -1,6 +1,6 @@
 """The model explorer: quantize every tensor of a checkpoint and report what it costs.
 
-This is the seeds' ``model_explorer`` grown up.  For each tensor of a safetensors checkpoint
+This is the reference Rust ``model_explorer`` grown up.  For each tensor of a safetensors checkpoint
 (default: all-MiniLM-L6-v2) it reports the tensor's role, the group size actually used (a
 requested size that does not divide the tensor's last axis backs off, see
 :func:`gqlearn.choose_group_size`), the max and mean absolute error, the SQNR, the fraction of
