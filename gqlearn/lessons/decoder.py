@@ -14,9 +14,9 @@ import numpy as np
 
 from .. import core
 from ..exercises import Feedback, close_enough, right, wrong
+from ..formats import dequantize_minmax, quantize_minmax
 from ..group_size import choose_group_size
 from ..llm import Llama, QuantEvaluation, tensor_infos
-from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
 
 __all__ = ["ggml_bits_per_weight", "tensor_type_table", "distinct_per_block",
