@@ -35,7 +35,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models.roles import ROLES
+    from .roles import ROLES
 
     parser = argparse.ArgumentParser(
         prog="gqlearn", description="gqlearn: group-wise int8 quantization of LLM weights.")

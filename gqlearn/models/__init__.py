@@ -10,7 +10,7 @@ from .explorer import (ExploreReport, QuantizedModel, TensorResult, explore, fak
                        load_quantized, parse_group_size, quantize_tensor, resolve_group_size,
                        save_quantized)
 from .fetch import FetchError, cache_dir, default_model_dir, fetch_default_model
-from .roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
+from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
 from .safetensors_io import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
                              open_checkpoint, read_header)
 from .safetensors_writer import SaveError

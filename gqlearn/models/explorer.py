@@ -5,7 +5,7 @@ This is the seeds' ``model_explorer`` grown up.  For each tensor of a safetensor
 requested size that does not divide the tensor's last axis backs off, see
 :func:`gqlearn.choose_group_size`), the max and mean absolute error, the SQNR, the fraction of
 nonzero weights that became zero, and the bytes before and after; then totals.  Norms, biases
-and integer buffers are kept as they are (see :mod:`gqlearn.models.roles`).
+and integer buffers are kept as they are (see :mod:`gqlearn.roles`).
 
 Groups run along each tensor's last axis, which for the ``(out_features, in_features)``
 weights of BERT and LLaMA is the input dimension.  ``group_size="row"`` gives one scale per
@@ -38,7 +38,7 @@ from .. import __version__, packing
 from ..core import QuantizedTensor, dequantize, quantize
 from ..metrics import error_report
 from ..group_size import choose_group_size
-from .roles import ROLES, classify, layer_index, should_quantize
+from ..roles import ROLES, classify, layer_index, should_quantize
 from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, check_shape,
                              open_checkpoint, parse_json, read_header)
 from .safetensors_writer import StreamingSafetensorsWriter
