@@ -56,7 +56,9 @@ Q8_0_BLOCK = 32
 # --- llama.cpp Q8_0 bytes -----------------------------------------------------------------
 
 def to_q8_0(qt: QuantizedTensor) -> np.ndarray:
-    """Pack a group-size-32, 8-bit tensor as Q8_0 blocks: uint8, shape ``(*shape[:-1], n * 34 / 32)``.
+    """Pack a group-size-32, 8-bit tensor as Q8_0 blocks.
+
+    Returns uint8 of shape ``(*shape[:-1], n * 34 / 32)`` for a last axis of ``n``.
 
     Raises
     ------

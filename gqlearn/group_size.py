@@ -1,4 +1,9 @@
-"""Choosing a group size that divides a model's dimension.
+"""Group sizes: choosing one that divides a model's dimension, reading and naming requests.
+
+Everything about a group size has its home here: :func:`choose_group_size` (back-off),
+:func:`parse_group_size` (an integer, ``"row"`` or ``"tensor"``, as the CLI and the explorer
+take it), :func:`resolve_group_size` (the size actually used for a tensor's shape) and
+:func:`setting_label`, the one formatter of labels such as ``int8 g=32``.
 
 The seeds adjust a requested group size by halving it until it divides the dimension::
 
@@ -10,10 +15,10 @@ goes 300 -> 150 -> 75 -> 37 -> 18 -> 9 -> 4, ending at a group size of 4 (8 bits
 weight) although 256 divides 4096.
 
 gqlearn's default policy, ``"pow2"``, keeps a request that divides the dimension, and
-otherwise returns the largest power of two that is at most the request and divides it.  Powers of two are what kernels are written for (SIMD
-widths, llama.cpp's 32-weight blocks, GPU warps of 32), they never overshoot the request, and
-every transformer width we know of is a multiple of 32, so the result is never tiny in
-practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
+otherwise returns the largest power of two that is at most the request and divides it.
+Powers of two are what kernels are written for (SIMD widths, llama.cpp's 32-weight blocks, GPU
+warps of 32), they never overshoot the request, and every transformer width we know of is a
+multiple of 32, so the result is never tiny in practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
 what was asked, but sizes like 144 or 192 that no kernel is tuned for).
 """
 
