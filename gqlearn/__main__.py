@@ -35,7 +35,7 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .models.roles import ROLES
+    from .roles import ROLES
 
     parser = argparse.ArgumentParser(
         prog="gqlearn", description="gqlearn: group-wise int8 quantization of LLM weights.")
@@ -116,8 +116,9 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _explore(args: argparse.Namespace) -> int:
+    from .group_size import parse_group_size
     from .io.fetch import MODELS, fetch_model
-    from .models.explorer import explore, parse_group_size
+    from .models.explorer import explore
 
     model = args.model
     if model in MODELS and not Path(model).exists():

@@ -38,6 +38,7 @@ from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
                       nonfinite_error)
 from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
+from ._rounding import round_half_away
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
            "available_backends", "BASELINE_BITS"]
@@ -301,15 +302,8 @@ _MAX_SCALES = {2 ** (b - 1) - 1: _max_scale(2 ** (b - 1) - 1) for b in range(2, 
 def _round_inplace(y: np.ndarray, rounding: str) -> None:
     if rounding == "half_even":
         np.rint(y, out=y)
-        return
-    # Half away from zero, exact for every float32 (unlike trunc(y + copysign(0.5, y)), which
-    # turns 0.49999997 into 1): t = trunc(y); y = t + trunc(2 * (y - t)).
-    t = scratch("round", y.size).reshape(y.shape)
-    np.trunc(y, out=t)
-    np.subtract(y, t, out=y)
-    np.add(y, y, out=y)
-    np.trunc(y, out=y)
-    np.add(y, t, out=y)
+    else:
+        round_half_away(y)
 
 
 def _block_absmax(src: np.ndarray) -> np.ndarray:

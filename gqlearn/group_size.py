@@ -1,4 +1,9 @@
-"""Choosing a group size that divides a model's dimension.
+"""Group sizes: choosing one that divides a model's dimension, reading and naming requests.
+
+Everything about a group size has its home here: :func:`choose_group_size` (back-off),
+:func:`parse_group_size` (an integer, ``"row"`` or ``"tensor"``, as the CLI and the explorer
+take it), :func:`resolve_group_size` (the size actually used for a tensor's shape) and
+:func:`setting_label`, the one formatter of labels such as ``int8 g=32``.
 
 The classic loop adjusts a requested group size by halving it until it divides the dimension::
 
@@ -10,10 +15,10 @@ goes 300 -> 150 -> 75 -> 37 -> 18 -> 9 -> 4, ending at a group size of 4 (8 bits
 weight) although 256 divides 4096.
 
 gqlearn's default policy, ``"pow2"``, keeps a request that divides the dimension, and
-otherwise returns the largest power of two that is at most the request and divides it.  Powers of two are what kernels are written for (SIMD
-widths, llama.cpp's 32-weight blocks, GPU warps of 32), they never overshoot the request, and
-every transformer width we know of is a multiple of 32, so the result is never tiny in
-practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
+otherwise returns the largest power of two that is at most the request and divides it.
+Powers of two are what kernels are written for (SIMD widths, llama.cpp's 32-weight blocks, GPU
+warps of 32), they never overshoot the request, and every transformer width we know of is a
+multiple of 32, so the result is never tiny in practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
 what was asked, but sizes like 144 or 192 that no kernel is tuned for).
 """
 
@@ -21,12 +26,15 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Sequence
 from typing import Literal
 
-__all__ = ["choose_group_size", "halving_sequence", "POLICIES"]
+__all__ = ["choose_group_size", "halving_sequence", "POLICIES", "GroupSize", "parse_group_size",
+           "resolve_group_size", "setting_label"]
 
 Policy = Literal["pow2", "divisor", "halve"]
 POLICIES = ("pow2", "divisor", "halve")
+GroupSize = int | str  # an int, "row" (one group per row) or "tensor" (one group per tensor)
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -97,6 +105,83 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
             size //= 2
         return size
     return max(d for d in _divisors(dim) if d <= requested)
+
+
+def parse_group_size(text: str | int) -> GroupSize:
+    """Read a group size from the command line: a positive integer, ``row`` or ``tensor``.
+
+    >>> parse_group_size("128"), parse_group_size("row"), parse_group_size("per-tensor")
+    (128, 'row', 'tensor')
+    """
+    if isinstance(text, int) and not isinstance(text, bool):
+        value: GroupSize = text
+    else:
+        t = str(text).strip().lower().replace("_", "-")
+        if t in ("row", "channel", "per-row", "per-channel"):
+            return "row"
+        if t in ("tensor", "per-tensor"):
+            return "tensor"
+        try:
+            value = int(t)
+        except ValueError:
+            raise ValueError(f"group size must be a positive integer, 'row' or 'tensor', "
+                             f"got {text!r}") from None
+    if value <= 0:
+        raise ValueError(f"group size must be positive, got {value}")
+    return value
+
+
+def resolve_group_size(shape: Sequence[int], requested: GroupSize,
+                       policy: Policy = "pow2") -> int:
+    """The group size used for a tensor of ``shape``, after any back-off.
+
+    Parameters
+    ----------
+    shape : sequence of int
+    requested : int, "row" or "tensor"
+    policy : {"pow2", "divisor", "halve"}
+        How a size that does not divide ``shape[-1]`` backs off (:func:`choose_group_size`).
+
+    Returns
+    -------
+    int
+        Divides ``shape[-1]``; for ``"tensor"`` it is the tensor's size (the tensor is then
+        quantized as one row).
+
+    >>> resolve_group_size((384, 384), 256), resolve_group_size((384, 1536), 256)
+    (128, 256)
+    >>> resolve_group_size((384, 384), "row"), resolve_group_size((384, 384), "tensor")
+    (384, 147456)
+    """
+    requested = parse_group_size(requested)
+    if requested == "tensor":
+        return math.prod(shape)
+    if requested == "row":
+        return int(shape[-1])
+    return choose_group_size(int(shape[-1]), int(requested), policy)
+
+
+def setting_label(bits: int, group_size: GroupSize | None, *, asymmetric: bool = False) -> str:
+    """The course's one name for a quantization setting, as tables and plots print it.
+
+    Parameters
+    ----------
+    bits : int
+    group_size : int, "row", "tensor" or None
+        Anything :func:`parse_group_size` reads; None means per-tensor (one scale per matrix).
+    asymmetric : bool, default False
+        A minimum and a step per group (:func:`gqlearn.formats.quantize_minmax`): adds ``asym``.
+
+    Examples
+    --------
+    >>> setting_label(8, 128), setting_label(4, "row"), setting_label(8, "tensor")
+    ('int8 g=128', 'int4 per-row', 'int8 per-tensor')
+    >>> setting_label(4, None), setting_label(4, 32, asymmetric=True)
+    ('int4 per-tensor', 'int4 asym g=32')
+    """
+    g = "tensor" if group_size is None else parse_group_size(group_size)
+    grouping = "per-tensor" if g == "tensor" else "per-row" if g == "row" else f"g={g}"
+    return f"int{bits} " + ("asym " if asymmetric else "") + grouping
 
 
 # Axis lengths are at most this (numpy's and safetensors' int64 sizes).

@@ -24,6 +24,7 @@ import numbers
 from dataclasses import dataclass
 
 from .core import BASELINE_BITS
+from .roles import LLAMA_BLOCK_ROLES
 
 __all__ = ["GB", "bits_per_weight", "ModelShape", "LLAMA2_CONFIGS", "memory_table"]
 
@@ -123,15 +124,21 @@ class ModelShape:
         Returns
         -------
         list of (role, (out_features, in_features), count)
-            One entry per projection; ``count`` is how many such matrices the model has
+            One entry per projection, named by its role (:data:`gqlearn.roles.LLAMA_BLOCK_ROLES`:
+            ``attn_q`` ... ``mlp_down``); ``count`` is how many such matrices the model has
             (one per layer).  Groups run along ``in_features``.  The vocabulary matrices are
             not included (see :attr:`n_embedding_params`).
+
+        Examples
+        --------
+        >>> [(r, s) for r, s, _ in LLAMA2_CONFIGS["LLaMA-2 70B"].linear_shapes()][1:3]
+        [('attn_k', (1024, 8192)), ('attn_v', (1024, 8192))]
         """
         h, i, n = self.hidden, self.intermediate, self.n_layers
         kv = self.n_kv_heads * self.head_dim
-        return [("q_proj", (h, h), n), ("k_proj", (kv, h), n), ("v_proj", (kv, h), n),
-                ("o_proj", (h, h), n), ("gate_proj", (i, h), n), ("up_proj", (i, h), n),
-                ("down_proj", (h, i), n)]
+        shapes = {"attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h), "attn_o": (h, h),
+                  "mlp_gate": (i, h), "mlp_up": (i, h), "mlp_down": (h, i)}
+        return [(role, shapes[role], n) for role in LLAMA_BLOCK_ROLES]
 
     @property
     def n_linear_params(self) -> int:

@@ -5,7 +5,7 @@ import pytest
 
 import gqlearn
 from gqlearn import synthetic
-from gqlearn.llm import asymmetric
+from gqlearn import formats
 
 SHAPE = (512, 4096)
 STD = synthetic.DEFAULT_STD
@@ -130,9 +130,9 @@ def test_zero_point_matches_library_and_when_it_helps(mats):
     w = mats["gaussian"]
     for bits in (8, 4, 3):
         q, w_hat = _zero_point(w, 64, bits)
-        ref = asymmetric.quantize_minmax(w, 64, bits=bits, scale_dtype=np.float32)
+        ref = formats.quantize_minmax(w, 64, bits=bits, scale_dtype=np.float32)
         assert np.array_equal(q, ref.codes)
-        assert np.array_equal(w_hat, asymmetric.dequantize_minmax(ref))
+        assert np.array_equal(w_hat, formats.dequantize_minmax(ref))
     x = synthetic.gaussian(SHAPE, std=1.0, seed=2)
     gelu = (0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x ** 3)))).astype(
         np.float32)

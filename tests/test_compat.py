@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gqlearn import dequantize, quantize
-from gqlearn.formats import from_q8_0, quantize_q8_0, to_q8_0
+from gqlearn import QuantizedTensor, dequantize, quantize
+from gqlearn.formats import Q8_0_BLOCK, quantize_q8_0, to_q8_0
 
 from reference import near_ties, quantize_q80_llama2c
 
@@ -16,6 +16,21 @@ F32 = np.float32
 
 def gguf_q8_0(w):
     return gguf.quants.quantize(w, gguf.GGMLQuantizationType.Q8_0)
+
+
+def from_q8_0(blocks: np.ndarray, shape: tuple[int, ...]) -> QuantizedTensor:
+    """Read Q8_0 blocks back as a QuantizedTensor (scales widened from float16).
+
+    Test-only: the library writes Q8_0 (gqlearn.formats.to_q8_0) and reads GGUF through gguf.
+    """
+    raw = np.ascontiguousarray(blocks, dtype=np.uint8).reshape(-1, 2 + Q8_0_BLOCK)
+    if raw.shape[0] * Q8_0_BLOCK != int(np.prod(shape)):
+        raise ValueError(f"{raw.shape[0]} Q8_0 blocks hold {raw.shape[0] * Q8_0_BLOCK} values, "
+                         f"not the {int(np.prod(shape))} of shape {shape}")
+    scales = raw[:, :2].copy().view(np.float16).astype(np.float32).reshape(-1)
+    scales[scales == 0] = 1.0
+    values = raw[:, 2:].copy().view(np.int8)
+    return QuantizedTensor(values.reshape(shape), scales.reshape(*shape[:-1], -1), Q8_0_BLOCK)
 
 
 def test_q8_0_bytes_equal_llama_cpp_on_near_ties(rng):

@@ -1,6 +1,7 @@
 import pytest
 
-from gqlearn import choose_group_size, halving_sequence
+from gqlearn import choose_group_size, halving_sequence, models
+from gqlearn.group_size import parse_group_size, resolve_group_size, setting_label
 
 WIDTHS = [288, 384, 576, 768, 896, 2048, 4096, 4864, 5120, 11008, 13824, 14336, 28672]
 
@@ -52,3 +53,26 @@ def test_halving_can_be_much_worse_than_pow2():
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         choose_group_size(*args)
+
+
+def test_parse_and_resolve_group_size():
+    assert parse_group_size(" 64 ") == 64 and parse_group_size("per_channel") == "row"
+    for bad in ("0", "-4", "big", 0):
+        with pytest.raises(ValueError, match="group size"):
+            parse_group_size(bad)
+    assert resolve_group_size((384, 384), 256) == 128
+    assert resolve_group_size((384, 384), 256, "divisor") == 192
+    assert resolve_group_size((384, 384), 300, "halve") == 4  # 300, 150, 75, 37, 18, 9, 4
+    assert resolve_group_size((7, 384), "tensor") == 7 * 384
+    # gqlearn.models keeps re-exporting them for the notebooks and older code
+    assert models.parse_group_size is parse_group_size
+    assert models.resolve_group_size is resolve_group_size
+
+
+def test_setting_label_names_every_kind_of_setting():
+    assert setting_label(8, 32) == "int8 g=32" and setting_label(8, "32") == "int8 g=32"
+    assert setting_label(4, "per_channel") == "int4 per-row"
+    assert setting_label(3, "tensor") == setting_label(3, None) == "int3 per-tensor"
+    assert setting_label(4, 64, asymmetric=True) == "int4 asym g=64"
+    with pytest.raises(ValueError, match="group size"):
+        setting_label(8, 0)

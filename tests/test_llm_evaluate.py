@@ -65,7 +65,7 @@ def test_row_label_shows_backed_off_group_sizes(tiny: Llama) -> None:
 
 
 def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
-    from gqlearn.llm.asymmetric import dequantize_minmax, quantize_minmax
+    from gqlearn.formats import dequantize_minmax, quantize_minmax
 
     qw = fake_quantize_linear_weights(tiny, 4, 32, asymmetric=True)
     w = tiny.weights["blk.0.ffn_down.weight"]

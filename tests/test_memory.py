@@ -4,6 +4,7 @@ import pytest
 
 import gqlearn
 from gqlearn.memory import GB, LLAMA2_CONFIGS, ModelShape, bits_per_weight, memory_table
+from gqlearn.roles import LLAMA_BLOCK_ROLES
 
 PUBLISHED = {"LLaMA-2 7B": 6.74e9, "LLaMA-2 13B": 13.0e9, "LLaMA-2 70B": 69.0e9}
 
@@ -25,11 +26,19 @@ def test_exact_counts():
 def test_linear_shapes_70b_gqa():
     m = LLAMA2_CONFIGS["LLaMA-2 70B"]
     shapes = {role: (shape, count) for role, shape, count in m.linear_shapes()}
-    assert shapes["k_proj"] == ((1024, 8192), 80)  # 8 kv heads of 128
-    assert shapes["q_proj"] == ((8192, 8192), 80)
-    assert shapes["down_proj"] == ((8192, 28672), 80)
+    assert shapes["attn_k"] == ((1024, 8192), 80)  # 8 kv heads of 128
+    assert shapes["attn_q"] == ((8192, 8192), 80)
+    assert shapes["mlp_down"] == ((8192, 28672), 80)
     assert m.head_dim == 128
     assert m.n_linear_params == sum(o * i * c for _, (o, i), c in m.linear_shapes())
+    assert [role for role, _, _ in m.linear_shapes()] == list(LLAMA_BLOCK_ROLES)
+
+
+def test_linear_share_stated_in_the_docstring():
+    # memory.py's docstring: "96.1 % of LLaMA-2 7B's parameters, 99.2 % of 70B's"
+    share = {k: m.n_linear_params / m.n_params for k, m in LLAMA2_CONFIGS.items()}
+    assert round(100 * share["LLaMA-2 7B"], 1) == 96.1
+    assert round(100 * share["LLaMA-2 70B"], 1) == 99.2
 
 
 def test_model_shape_is_frozen_and_validated():

@@ -10,11 +10,9 @@ from safetensors.numpy import save_file
 
 import gqlearn
 from gqlearn.models import explorer as explorer_module
-from gqlearn.io.saved import FORMAT, FORMAT_PACKED
-from gqlearn.models.explorer import (explore, fake_quantize, load_quantized,
-                                     parse_group_size, quantize_tensor, resolve_group_size,
-                                     save_quantized)
 from gqlearn.io.safetensors import ModelFileError
+from gqlearn.io.saved import FORMAT, FORMAT_PACKED, load_quantized
+from gqlearn.models.explorer import explore, fake_quantize, quantize_tensor, save_quantized
 
 from models_helpers import make_sharded_bf16, minilm_dir  # noqa: F401 (fixture)
 
@@ -32,17 +30,6 @@ def arrays(rng):
         p + "intermediate.dense.weight": rng.normal(size=(96, 48)).astype(np.float32),
         p + "output.dense.weight": (rng.normal(size=(48, 96)) * 3).astype(np.float32),
     }
-
-
-def test_parse_and_resolve_group_size():
-    assert parse_group_size(" 64 ") == 64 and parse_group_size("per_channel") == "row"
-    for bad in ("0", "-4", "big", 0):
-        with pytest.raises(ValueError, match="group size"):
-            parse_group_size(bad)
-    assert resolve_group_size((384, 384), 256) == 128
-    assert resolve_group_size((384, 384), 256, "divisor") == 192
-    assert resolve_group_size((384, 384), 300, "halve") == 4  # 300, 150, 75, 37, 18, 9, 4
-    assert resolve_group_size((7, 384), "tensor") == 7 * 384
 
 
 def test_metrics_match_gqlearn_metrics(arrays):

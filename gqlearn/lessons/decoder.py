@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 
 from .. import core
+from ..formats import dequantize_minmax, quantize_minmax
 from ..group_size import choose_group_size
 from ..io.gguf import tensor_infos
 from ..llm import Llama, QuantEvaluation, logsumexp
-from ..llm.asymmetric import dequantize_minmax, quantize_minmax
 from .display import Table, plt
 from .exercises import Feedback, call_learner, close_enough, right, wrong
 

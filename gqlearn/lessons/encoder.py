@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 
 from ..core import quantize
+from ..group_size import parse_group_size, resolve_group_size, setting_label
 from ..models import (LINEAR_ROLES, ROLES, Checkpoint, SentenceEncoder, classify,
                       cosine_similarity, explore, layer_index, load_reference_embeddings,
-                      parse_group_size, resolve_group_size, short_name)
+                      short_name)
 from .display import Table, live_widget, plt, show_figure
 from .exercises import Feedback, call_learner, right, wrong
 
@@ -43,17 +44,6 @@ def _label(name: str) -> str:
 
 def _linear_names(ckpt: Checkpoint) -> list[str]:
     return sorted((n for n in ckpt if classify(n) in LINEAR_ROLES), key=_key)
-
-
-def setting_label(bits: int, group_size: int | str) -> str:
-    """The course's name for a setting.
-
-    >>> setting_label(8, 128), setting_label(4, "row"), setting_label(8, "tensor")
-    ('int8 g=128', 'int4 per-row', 'int8 per-tensor')
-    """
-    g = parse_group_size(group_size)
-    return f"int{bits} " + ("per-tensor" if g == "tensor" else "per-row" if g == "row"
-                            else f"g={g}")
 
 
 def _role_names(ckpt: Checkpoint, role: str) -> list[str]:

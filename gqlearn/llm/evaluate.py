@@ -28,7 +28,7 @@ group size that does not divide a matrix's width is reduced with
 label shows them when they differ from the request (``"int8 g=128\u219264/128"``).
 
 Asymmetric settings (``Setting(4, 32, asymmetric=True)``, label ``"int4 asym g=32"``) use
-:func:`gqlearn.llm.asymmetric.quantize_minmax` instead: a float16 minimum and step per group,
+:func:`gqlearn.formats.quantize_minmax` instead: a float16 minimum and step per group,
 llama.cpp's Q4_1 scheme at 4 bits.
 """
 
@@ -42,8 +42,8 @@ from importlib import resources
 import numpy as np
 
 from ..core import dequantize, quantize
-from ..group_size import choose_group_size
-from .asymmetric import dequantize_minmax, quantize_minmax
+from ..formats import dequantize_minmax, quantize_minmax
+from ..group_size import choose_group_size, setting_label
 from .llama import Llama
 
 __all__ = ["Setting", "FakeQuantizedWeights", "QuantRow", "QuantEvaluation",
@@ -78,8 +78,7 @@ class Setting:
         """E.g. ``"float"``, ``"int8 g=32"``, ``"int4 per-tensor"``, ``"int4 asym g=32"``."""
         if self.bits is None:
             return "float"
-        return (f"int{self.bits} " + ("asym " if self.asymmetric else "")
-                + ("per-tensor" if self.group_size is None else f"g={self.group_size}"))
+        return setting_label(self.bits, self.group_size, asymmetric=self.asymmetric)
 
 
 @dataclass(frozen=True)
@@ -138,7 +137,7 @@ def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None
         Quantize the (tied) token embedding too, with the same setting.
     policy : {"pow2", "divisor", "halve"}, default "pow2"
     asymmetric : bool, default False
-        Use :func:`gqlearn.llm.asymmetric.quantize_minmax` (float16 minimum and step per
+        Use :func:`gqlearn.formats.quantize_minmax` (float16 minimum and step per
         group, ``2**bits`` levels) instead of :func:`gqlearn.quantize` (symmetric absmax).
 
     Returns

@@ -32,11 +32,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-__all__ = ["LlamaConfig", "Llama", "KVCache", "LINEAR_KINDS", "rms_norm", "rope", "silu",
-           "permute_qk", "unpermute_qk", "unpermuted_qk_weights"]
+from ..roles import LLAMA_BLOCK_ROLES, gguf_name
 
-# The seven weight matrices of a block, by GGUF name: blk.{i}.{kind}.weight.
-LINEAR_KINDS = ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+__all__ = ["LlamaConfig", "Llama", "KVCache", "rms_norm", "rope", "silu",
+           "permute_qk", "unpermute_qk", "unpermuted_qk_weights"]
 
 
 @dataclass(frozen=True)
@@ -248,9 +247,12 @@ class Llama:
         return cls(config, weights)
 
     def linear_names(self) -> list[str]:
-        """GGUF names of the block matrices (7 per block; not the embedding, not the norms)."""
-        return [f"blk.{i}.{kind}.weight" for i in range(self.config.n_layers)
-                for kind in LINEAR_KINDS]
+        """GGUF names of the block matrices (7 per block; not the embedding, not the norms).
+
+        In the order of :data:`gqlearn.roles.LLAMA_BLOCK_ROLES` within each block.
+        """
+        return [gguf_name(role, i) for i in range(self.config.n_layers)
+                for role in LLAMA_BLOCK_ROLES]
 
     def with_weights(self, replacements: Mapping[str, np.ndarray]) -> Llama:
         """A model sharing this one's weights except ``replacements`` (e.g. quantized ones)."""

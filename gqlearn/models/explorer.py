@@ -5,7 +5,7 @@ This is the reference Rust ``model_explorer`` grown up.  For each tensor of a sa
 requested size that does not divide the tensor's last axis backs off, see
 :func:`gqlearn.choose_group_size`), the max and mean absolute error, the SQNR, the fraction of
 nonzero weights that became zero, and the bytes before and after; then totals.  Norms, biases
-and integer buffers are kept as they are (see :mod:`gqlearn.models.roles`).
+and integer buffers are kept as they are (see :mod:`gqlearn.roles`).
 
 Groups run along each tensor's last axis, which for the ``(out_features, in_features)``
 weights of BERT and LLaMA is the input dimension.  ``group_size="row"`` gives one scale per
@@ -32,75 +32,20 @@ import numpy as np
 
 from .. import __version__
 from ..core import QuantizedTensor, dequantize, quantize
-from ..group_size import choose_group_size
+from ..group_size import GroupSize, choose_group_size, parse_group_size, resolve_group_size
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
 from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
 from ..io.safetensors_writer import StreamingSafetensorsWriter
-from ..io.saved import FORMATS, QuantizedModel, load_quantized, TensorEntry, file_layout, natural_key, stored_values
+from ..io.saved import (FORMATS, QuantizedModel, TensorEntry, file_layout, load_quantized,
+                        natural_key, stored_values)
 from ..metrics import error_report
-from .roles import ROLES, classify, layer_index, should_quantize
+from ..roles import ROLES, classify, layer_index, should_quantize
 
-__all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "resolve_group_size",
-           "parse_group_size", "fake_quantize", "save_quantized", "QuantizedModel",
-           "load_quantized"]
+__all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "fake_quantize",
+           "save_quantized"]
 
-GroupSize = int | str  # an int, "row" or "tensor"
 ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
-
-
-def parse_group_size(text: str | int) -> GroupSize:
-    """Read a group size from the command line: a positive integer, ``row`` or ``tensor``.
-
-    >>> parse_group_size("128"), parse_group_size("row"), parse_group_size("per-tensor")
-    (128, 'row', 'tensor')
-    """
-    if isinstance(text, int) and not isinstance(text, bool):
-        value: GroupSize = text
-    else:
-        t = str(text).strip().lower().replace("_", "-")
-        if t in ("row", "channel", "per-row", "per-channel"):
-            return "row"
-        if t in ("tensor", "per-tensor"):
-            return "tensor"
-        try:
-            value = int(t)
-        except ValueError:
-            raise ValueError(f"group size must be a positive integer, 'row' or 'tensor', "
-                             f"got {text!r}") from None
-    if value <= 0:
-        raise ValueError(f"group size must be positive, got {value}")
-    return value
-
-
-def resolve_group_size(shape: Sequence[int], requested: GroupSize,
-                       policy: str = "pow2") -> int:
-    """The group size used for a tensor of ``shape``, after any back-off.
-
-    Parameters
-    ----------
-    shape : sequence of int
-    requested : int, "row" or "tensor"
-    policy : {"pow2", "divisor", "halve"}
-        How a size that does not divide ``shape[-1]`` backs off (:func:`gqlearn.choose_group_size`).
-
-    Returns
-    -------
-    int
-        Divides ``shape[-1]``; for ``"tensor"`` it is the tensor's size (the tensor is then
-        quantized as one row).
-
-    >>> resolve_group_size((384, 384), 256), resolve_group_size((384, 1536), 256)
-    (128, 256)
-    >>> resolve_group_size((384, 384), "row"), resolve_group_size((384, 384), "tensor")
-    (384, 147456)
-    """
-    requested = parse_group_size(requested)
-    if requested == "tensor":
-        return math.prod(shape)
-    if requested == "row":
-        return int(shape[-1])
-    return choose_group_size(int(shape[-1]), int(requested), policy)  # type: ignore[arg-type]
 
 
 def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,

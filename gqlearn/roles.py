@@ -1,7 +1,9 @@
 """What each tensor of a transformer checkpoint does, read from its name.
 
-Checkpoints name their tensors after the module that owns them, and three naming schemes cover
-most models:
+This is gqlearn's one vocabulary for what a weight matrix does (``attn_q`` ... ``mlp_down``):
+the explorer, the memory accounting (:mod:`gqlearn.memory`) and the numpy LLaMA
+(:mod:`gqlearn.llm.llama`, through :data:`GGUF_NAMES`) all speak it.  Checkpoints name their
+tensors after the module that owns them, and three naming schemes cover most models:
 
 =========  ===========================  ===========================  ============================
 role       BERT (``encoder.layer.N.``)  LLaMA (``model.layers.N.``)  GPT-2 (``h.N.``)
@@ -21,7 +23,9 @@ lm_head                                 ``lm_head``                  ``lm_head``
 
 Meta's original LLaMA names (``attention.wq`` ... ``feed_forward.w1/w2/w3``,
 ``tok_embeddings``, ``output``) are recognised too, and so are llama.cpp's GGUF names
-(``blk.N.attn_q`` ... ``attn_output``, ``ffn_gate/up/down``, ``token_embd``, ``output``).
+(``blk.N.attn_q`` ... ``attn_output``, ``ffn_gate/up/down``, ``token_embd``, ``output``;
+:data:`GGUF_NAMES` maps the seven :data:`LLAMA_BLOCK_ROLES` to them, since a GGUF file is
+keyed by those names).
 
 Biases of linear layers get the role ``bias``, a norm's weight and bias the role ``norm``;
 anything else (BERT's pooler, buffers such as ``position_ids``) is ``other``.  GPT-2's
@@ -37,13 +41,20 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["ROLES", "LINEAR_ROLES", "KEPT_ROLES", "classify", "layer_index", "should_quantize",
-           "short_name"]
+__all__ = ["ROLES", "LINEAR_ROLES", "KEPT_ROLES", "LLAMA_BLOCK_ROLES", "GGUF_NAMES", "gguf_name",
+           "classify", "layer_index", "should_quantize", "short_name"]
 
 LINEAR_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_gate", "mlp_up",
                 "mlp_down")
 KEPT_ROLES = ("norm", "bias")
 ROLES = (*LINEAR_ROLES, "embedding", "lm_head", "norm", "bias", "other")
+
+# The seven matrices of a LLaMA block (separate q, k, v; a SwiGLU MLP), in forward-pass order.
+LLAMA_BLOCK_ROLES = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_gate", "mlp_up", "mlp_down")
+# llama.cpp's GGUF tensor name of each (blk.{i}.{name}.weight).  GGUF files are keyed by these
+# names, so the numpy LLaMA keeps them as its weight keys and lists its matrices through here.
+GGUF_NAMES = {"attn_q": "attn_q", "attn_k": "attn_k", "attn_v": "attn_v", "attn_o": "attn_output",
+              "mlp_gate": "ffn_gate", "mlp_up": "ffn_up", "mlp_down": "ffn_down"}
 
 # Checked in order against the dotted name with its final ".weight" / ".bias" removed;
 # the first match wins.  Each pattern must match at the end of the module path.
@@ -111,6 +122,26 @@ def classify(name: str) -> str:
     if leaf == "bias":
         return "bias"
     return "other"
+
+
+def gguf_name(role: str, layer: int) -> str:
+    """The GGUF tensor name of a LLaMA block matrix: ``blk.{layer}.{GGUF_NAMES[role]}.weight``.
+
+    Raises
+    ------
+    ValueError
+        If ``role`` is not one of :data:`LLAMA_BLOCK_ROLES`.
+
+    Examples
+    --------
+    >>> gguf_name("attn_o", 3), gguf_name("mlp_gate", 0)
+    ('blk.3.attn_output.weight', 'blk.0.ffn_gate.weight')
+    >>> classify(gguf_name("mlp_down", 1))
+    'mlp_down'
+    """
+    if role not in GGUF_NAMES:
+        raise ValueError(f"a LLaMA block has no {role!r} matrix; roles are {LLAMA_BLOCK_ROLES}")
+    return f"blk.{layer}.{GGUF_NAMES[role]}.weight"
 
 
 def layer_index(name: str) -> int | None:

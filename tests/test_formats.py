@@ -1,4 +1,5 @@
-"""Asymmetric (min + scale) quantization against llama.cpp's Q4_1 (gguf.quants)."""
+"""gqlearn.formats: the min/max (Q4_1-style) format against llama.cpp's Q4_1 (gguf.quants),
+the shared rounding helper, and the absmax view.  Q8_0 bytes are tested in test_compat.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,10 @@ from hypothesis import given, settings, strategies as st
 from hypothesis.extra import numpy as hnp
 
 from gqlearn.llm import load_smollm2
-from gqlearn.llm.asymmetric import MinMaxQuantized, dequantize_minmax, quantize_minmax
+import gqlearn
+from gqlearn import formats
+from gqlearn._rounding import round_half_away
+from gqlearn.formats import MinMaxQuantized, dequantize_minmax, quantize_minmax
 
 Q4_1 = GGMLQuantizationType.Q4_1
 
@@ -133,3 +137,30 @@ def test_smollm2_block_matrices_are_their_own_q4_1_grid() -> None:
     for name in model.linear_names()[:7]:
         w = model.weights[name]
         np.testing.assert_array_equal(dequantize_minmax(quantize_minmax(w, 32)), w)
+
+
+def test_q4_1_keeps_llama_cpp_rounding_not_the_exact_half_away() -> None:
+    # Step 1 and minimum 0, so the code of x is round(x): at 0.49999997 llama.cpp's
+    # (int)(x + 0.5f) gives 1 (x + 0.5 rounds to 1.0 in float32) where exact half-away gives 0.
+    x = np.zeros((1, 32), np.float32)
+    x[0, 1], x[0, 2], x[0, 3] = 15, np.float32(0.49999997), 2.5
+    _, _, codes = q4_1_fields(x)
+    assert codes[0, 2] == 1 and codes[0, 3] == 3
+    np.testing.assert_array_equal(quantize_minmax(x, 32).codes.reshape(-1, 32), codes)
+    assert round_half_away(x[0, 2:4].copy()).tolist() == [0.0, 3.0]
+
+
+def test_round_half_away_is_exact_where_adding_half_is_not() -> None:
+    below_half = np.nextafter(np.float32(0.5), np.float32(0))
+    big = np.float32(1e30)  # already an integer: unchanged
+    y = np.array([below_half, -below_half, 0.5, -0.5, 1.5, 2.5, -2.5, 8388607.5, big], np.float32)
+    expected = [0.0, 0.0, 1.0, -1.0, 2.0, 3.0, -3.0, 8388608.0, float(big)]
+    out = round_half_away(y.copy())
+    assert out.dtype == np.float32 and out.tolist() == expected
+    naive = np.trunc(y + np.copysign(np.float32(0.5), y))
+    assert naive[0] == 1.0  # what the one helper exists to avoid
+
+
+def test_absmax_view_is_core() -> None:
+    assert formats.quantize is gqlearn.quantize and formats.dequantize is gqlearn.dequantize
+    assert formats.QuantizedTensor is gqlearn.QuantizedTensor

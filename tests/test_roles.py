@@ -2,8 +2,8 @@
 
 import pytest
 
-from gqlearn.models.roles import (KEPT_ROLES, LINEAR_ROLES, ROLES, classify, layer_index,
-                                  should_quantize, short_name)
+from gqlearn.roles import (GGUF_NAMES, KEPT_ROLES, LINEAR_ROLES, LLAMA_BLOCK_ROLES, ROLES, classify,
+                           gguf_name, layer_index, should_quantize, short_name)
 
 BERT = {
     "embeddings.word_embeddings.weight": "embedding",
@@ -107,3 +107,15 @@ def test_should_quantize_rules():
 def test_short_name():
     assert short_name("model.layers.12.mlp.down_proj.weight") == "L12.mlp_down"
     assert short_name("lm_head.weight") == "lm_head.weight"
+
+
+def test_gguf_names_speak_the_roles_vocabulary():
+    assert set(LLAMA_BLOCK_ROLES) <= set(LINEAR_ROLES) and set(GGUF_NAMES) == set(LLAMA_BLOCK_ROLES)
+    for layer in (0, 29):
+        for role in LLAMA_BLOCK_ROLES:
+            assert classify(gguf_name(role, layer)) == role
+            assert layer_index(gguf_name(role, layer)) == layer
+    assert gguf_name("attn_o", 2) == "blk.2.attn_output.weight"
+    with pytest.raises(ValueError, match="attn_qkv"):
+        gguf_name("attn_qkv", 0)
+
