@@ -43,11 +43,16 @@ def rss_mib() -> float:
 def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -> dict:
     import numpy as np
 
-    from gqlearn.io import fetch_model, open_gguf
-    from gqlearn.llm import (QuantizedLlama, fake_quantize_linear_weights, load_llama,
-                             load_sample_text, perplexity, tokenizer_from_gguf)
-
     import gqlearn
+    from gqlearn.io import fetch_model, open_gguf
+    from gqlearn.llm import (
+        QuantizedLlama,
+        fake_quantize_linear_weights,
+        load_llama,
+        load_sample_text,
+        perplexity,
+        tokenizer_from_gguf,
+    )
 
     for b in (8, 4):  # load the compiled kernels before the baseline, for every setting alike
         gqlearn.qmatmul(np.ones(64, np.float32), gqlearn.quantize(np.ones((8, 64), np.float32),

@@ -25,14 +25,14 @@ if "--single-thread" in sys.argv:  # before numpy loads BLAS
                 "GQLEARN_NUM_THREADS", "NUMBA_NUM_THREADS"):
         os.environ[var] = "1"
 
-import argparse  # noqa: E402
-import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
-import time  # noqa: E402
-from pathlib import Path  # noqa: E402
+import argparse
+import json
+import platform
+import subprocess
+import time
+from pathlib import Path
 
-import numpy as np  # noqa: E402
+import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))

@@ -23,9 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from peers import quantize_q80_llama2c
 
 import gqlearn
-from peers import quantize_q80_llama2c
 
 HERE = Path(__file__).resolve().parent
 

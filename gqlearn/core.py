@@ -34,8 +34,7 @@ from typing import Literal
 import numpy as np
 
 from . import _parallel, packing
-from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
-                      nonfinite_error)
+from ._checks import as_weights, check_bits, check_group_size, check_rounding, nonfinite_error
 from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
@@ -169,7 +168,7 @@ class QuantizedTensor:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"QuantizedTensor is immutable: cannot delete {name!r}")
 
-    def __reduce__(self):  # noqa: ANN204 - pickling through from_packed
+    def __reduce__(self):
         return (_from_packed_unchecked, (self._packed, self._shape, self.scales, self.group_size,
                                          self.bits, self.rounding, self.reciprocal))
 

@@ -38,7 +38,7 @@ _WEIGHTS_PER_THREAD = 1 << 21
 _kernels: object = False
 
 
-def _qkernels():  # noqa: ANN202 - the module or None
+def _qkernels():
     global _kernels
     if _kernels is False:
         _kernels = None

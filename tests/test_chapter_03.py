@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn import synthetic
-from gqlearn import formats
+from gqlearn import formats, synthetic
 
 SHAPE = (512, 4096)
 STD = synthetic.DEFAULT_STD

@@ -8,6 +8,7 @@ import pytest
 
 import gqlearn
 from gqlearn import models, synthetic
+
 from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
 SHAPE = (512, 4096)

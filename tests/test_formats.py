@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, quants
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from gqlearn.llm import load_smollm2
 import gqlearn
 from gqlearn import formats
 from gqlearn._rounding import round_half_away
 from gqlearn.formats import MinMaxQuantized, dequantize_minmax, quantize_minmax
+from gqlearn.llm import load_smollm2
 
 Q4_1 = GGMLQuantizationType.Q4_1
 

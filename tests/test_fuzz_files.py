@@ -30,12 +30,12 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
-from gqlearn.__main__ import main
 from gqlearn.io.gguf import iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
-from gqlearn.llm import Llama, LlamaConfig, read_llama_config
-from gguf_writer import save_llama_gguf
-from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
 from gqlearn.io.safetensors import INDEX_NAME
+from gqlearn.llm import Llama, LlamaConfig, read_llama_config
+from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
+
+from gguf_writer import save_llama_gguf
 
 # Examples per fuzz test (7 tests): the hypothesis profile's count (conftest.py: 150 under CI,
 # 60 otherwise), capped at 150 so that the file runs in about 30 s on the 2-core CI machine;

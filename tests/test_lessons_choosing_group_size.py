@@ -6,13 +6,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import pytest
 
-import gqlearn  # noqa: E402
-from gqlearn import synthetic  # noqa: E402
-from gqlearn.lessons import choosing_group_size as cg  # noqa: E402
-from gqlearn.memory import GB, LLAMA2_CONFIGS  # noqa: E402
+import gqlearn
+from gqlearn import synthetic
+from gqlearn.lessons import choosing_group_size as cg
+from gqlearn.memory import GB, LLAMA2_CONFIGS
 
 
 def test_plot_sweep_builds_with_knees():
@@ -107,7 +107,7 @@ def test_halving_trap_and_pow2_policy():
 
 def test_memory_claim_280_to_70():
     m = LLAMA2_CONFIGS["LLaMA-2 70B"]
-    assert 70e9 * 4 / GB == pytest.approx(280.0)
+    assert pytest.approx(280.0) == 70e9 * 4 / GB
     int8 = m.n_linear_params * (8 + 32 / 256) / 8 + (m.n_params - m.n_linear_params) * 2
     assert 3.8 < m.n_params * 4 / int8 < 4 and 1.9 < m.n_params * 2 / int8 < 2
     from gqlearn.memory import memory_table

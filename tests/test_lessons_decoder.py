@@ -12,6 +12,7 @@ import pytest
 
 from gqlearn.lessons import decoder as D
 from gqlearn.llm import Llama, LlamaConfig, QuantEvaluation, evaluate_quantization, load_llama
+
 from gguf_writer import save_llama_gguf
 
 matplotlib.use("Agg")

@@ -4,13 +4,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import gqlearn  # noqa: E402
-from gqlearn import models  # noqa: E402
-from gqlearn.lessons import encoder as E  # noqa: E402
-from models_helpers import minilm_dir  # noqa: E402,F401 (fixture)
+import gqlearn
+from gqlearn import models
+from gqlearn.lessons import encoder as E
+
+from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
 
 @pytest.fixture(scope="module")

@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from gqlearn.lessons.exercises import Feedback  # noqa: E402
-from gqlearn.lessons import group_scales as gs  # noqa: E402
+from gqlearn.lessons import group_scales as gs
+from gqlearn.lessons.exercises import Feedback
 
 
 @pytest.fixture(autouse=True)

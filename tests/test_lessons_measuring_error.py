@@ -5,13 +5,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import gqlearn  # noqa: E402
-from gqlearn import synthetic  # noqa: E402
-from gqlearn.lessons import measuring_error as me  # noqa: E402
+import gqlearn
+from gqlearn import synthetic
+from gqlearn.lessons import measuring_error as me
 
 SMALL = (64, 1024)
 

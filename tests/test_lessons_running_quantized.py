@@ -8,12 +8,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-from gqlearn.lessons.exercises import Feedback  # noqa: E402
-from gqlearn.lessons import running_quantized as rq  # noqa: E402
+from gqlearn.lessons import running_quantized as rq
+from gqlearn.lessons.exercises import Feedback
 
 POINTS = {"float32 W @ x (BLAS)": [(1, 0.5, 18.0), (8, 4.0, 19.0), (64, 32.0, 67.0)],
           "int8 g=32 qmatmul": [(1, 1.8, 4.4), (8, 14.0, 16.0), (64, 113.0, 55.0)],

@@ -6,14 +6,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import gqlearn  # noqa: E402
-from gqlearn.lessons.exercises import Feedback  # noqa: E402
-from gqlearn.lessons import single_scale as ss  # noqa: E402
-from gqlearn.lessons.display import Table  # noqa: E402
+import gqlearn
+from gqlearn.lessons import single_scale as ss
+from gqlearn.lessons.display import Table
+from gqlearn.lessons.exercises import Feedback
 
 
 @pytest.fixture(autouse=True)

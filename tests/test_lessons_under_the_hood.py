@@ -8,13 +8,13 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
 
-import gqlearn  # noqa: E402
-from gqlearn.lessons.exercises import Feedback  # noqa: E402
-from gqlearn.lessons import under_the_hood as U  # noqa: E402
+import gqlearn
+from gqlearn.lessons import under_the_hood as U
+from gqlearn.lessons.exercises import Feedback
 
 check = U.check_quantize_like_llama_cpp
 

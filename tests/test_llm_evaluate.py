@@ -8,9 +8,19 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn.llm import (Llama, LlamaConfig, QuantEvaluation, Setting, evaluate_quantization,
-                         fake_quantize_linear_weights, load_sample_text, load_smollm2,
-                         next_token_agreement, perplexity, token_log_probs)
+from gqlearn.llm import (
+    Llama,
+    LlamaConfig,
+    QuantEvaluation,
+    Setting,
+    evaluate_quantization,
+    fake_quantize_linear_weights,
+    load_sample_text,
+    load_smollm2,
+    next_token_agreement,
+    perplexity,
+    token_log_probs,
+)
 
 # widths 48 = 16 * 3 and 96 = 32 * 3: a request of 32 backs off to 16 on the 48-wide matrices
 CFG = LlamaConfig(vocab_size=60, hidden_size=48, n_layers=2, n_heads=4, n_kv_heads=2,

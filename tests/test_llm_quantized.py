@@ -2,8 +2,15 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn.llm import (KVCache, Llama, LlamaConfig, QuantizedLlama,
-                         fake_quantize_linear_weights, load_smollm2, perplexity)
+from gqlearn.llm import (
+    KVCache,
+    Llama,
+    LlamaConfig,
+    QuantizedLlama,
+    fake_quantize_linear_weights,
+    load_smollm2,
+    perplexity,
+)
 
 CFG = LlamaConfig(vocab_size=64, hidden_size=48, n_layers=2, n_heads=6, n_kv_heads=2,
                   ffn_size=96)

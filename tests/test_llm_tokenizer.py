@@ -10,6 +10,7 @@ import pytest
 from gqlearn.io import GGUFError, fetch_model
 from gqlearn.llm import Llama, LlamaConfig, load_sample_text
 from gqlearn.llm.tokenizer import tokenizer_from_gguf
+
 from gguf_writer import save_llama_gguf
 
 TEXTS = [

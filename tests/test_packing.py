@@ -2,7 +2,8 @@ import pickle
 
 import numpy as np
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 import gqlearn
 from gqlearn import QuantizedTensor, dequantize, quantize

@@ -5,7 +5,6 @@ readers honest beyond these cases.
 """
 
 import json
-import os
 import random
 import signal
 import struct
@@ -24,10 +23,9 @@ from safetensors.numpy import load_file, save_file
 import gqlearn
 from gqlearn import _parallel
 from gqlearn.__main__ import main
-from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
-from gqlearn.models.explorer import save_quantized
 from gqlearn.io.safetensors import INDEX_NAME, read_header
 from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter
+from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
 
 F32_MAX = float(np.finfo(np.float32).max)
 BACKENDS = gqlearn.available_backends()
@@ -333,7 +331,7 @@ def test_pool_resize_is_thread_safe(monkeypatch):
                 qt = gqlearn.quantize(w, 32, backend="numpy", threads=r.randint(2, 16),
                                       chunk_elements=4096)
                 assert np.array_equal(qt.values, reference)
-            except Exception as exc:  # noqa: BLE001 - collected and reported below
+            except Exception as exc:
                 errors.append(repr(exc))
 
     for trial in range(6):

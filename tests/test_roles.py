@@ -2,8 +2,18 @@
 
 import pytest
 
-from gqlearn.roles import (GGUF_NAMES, KEPT_ROLES, LINEAR_ROLES, LLAMA_BLOCK_ROLES, ROLES, classify,
-                           gguf_name, layer_index, should_quantize, short_name)
+from gqlearn.roles import (
+    GGUF_NAMES,
+    KEPT_ROLES,
+    LINEAR_ROLES,
+    LLAMA_BLOCK_ROLES,
+    ROLES,
+    classify,
+    gguf_name,
+    layer_index,
+    short_name,
+    should_quantize,
+)
 
 BERT = {
     "embeddings.word_embeddings.weight": "embedding",

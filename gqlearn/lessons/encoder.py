@@ -14,9 +14,18 @@ import numpy as np
 
 from ..core import quantize
 from ..group_size import parse_group_size, resolve_group_size, setting_label
-from ..models import (LINEAR_ROLES, ROLES, Checkpoint, SentenceEncoder, classify,
-                      cosine_similarity, explore, layer_index, load_reference_embeddings,
-                      short_name)
+from ..models import (
+    LINEAR_ROLES,
+    ROLES,
+    Checkpoint,
+    SentenceEncoder,
+    classify,
+    cosine_similarity,
+    explore,
+    layer_index,
+    load_reference_embeddings,
+    short_name,
+)
 from .display import Table, live_widget, plt, show_figure
 from .exercises import Feedback, call_learner, right, wrong
 

@@ -6,7 +6,8 @@ quantizer) are written in the notebook, where the learner reads them.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -19,9 +19,17 @@ Example::
 from __future__ import annotations
 
 from ..io.gguf import GGUFError
-from .evaluate import (QuantEvaluation, Setting, evaluate_quantization,
-                       fake_quantize_linear_weights, load_sample_text, logsumexp,
-                       next_token_agreement, perplexity, token_log_probs)
+from .evaluate import (
+    QuantEvaluation,
+    Setting,
+    evaluate_quantization,
+    fake_quantize_linear_weights,
+    load_sample_text,
+    logsumexp,
+    next_token_agreement,
+    perplexity,
+    token_log_probs,
+)
 from .llama import KVCache, Llama, LlamaConfig
 from .load import load_gguf, load_llama, load_smollm2, read_llama_config
 from .quantized import QuantizedLlama

@@ -13,8 +13,15 @@ from typing import Any
 import numpy as np
 
 from ..io.fetch import fetch_model
-from ..io.gguf import (GGUFError, GGUFSource, as_reader, field_value, iter_gguf_tensors,
-                       open_gguf, require_field)
+from ..io.gguf import (
+    GGUFError,
+    GGUFSource,
+    as_reader,
+    field_value,
+    iter_gguf_tensors,
+    open_gguf,
+    require_field,
+)
 from .llama import Llama, LlamaConfig
 from .tokenizer import tokenizer_from_gguf
 

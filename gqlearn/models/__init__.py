@@ -9,14 +9,26 @@ re-exported here (``models.open_checkpoint``, ``models.load_quantized``, ...).
 """
 
 from ..group_size import parse_group_size, resolve_group_size
-from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, should_quantize, short_name
-from .bert import BertConfig, SentenceEncoder, cosine_similarity
-from ..io.safetensors import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
-                              open_checkpoint, read_header)
+from ..io.safetensors import (
+    Checkpoint,
+    ModelFileError,
+    PickleRefusedError,
+    TensorInfo,
+    open_checkpoint,
+    read_header,
+)
 from ..io.safetensors_writer import SaveError
 from ..io.saved import QuantizedModel, load_quantized
-from .explorer import (ExploreReport, TensorResult, explore, fake_quantize, quantize_tensor,
-                       save_quantized)
+from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, short_name, should_quantize
+from .bert import BertConfig, SentenceEncoder, cosine_similarity
+from .explorer import (
+    ExploreReport,
+    TensorResult,
+    explore,
+    fake_quantize,
+    quantize_tensor,
+    save_quantized,
+)
 
 __all__ = ["open_checkpoint", "read_header", "Checkpoint", "TensorInfo", "ModelFileError",
            "PickleRefusedError", "classify", "layer_index", "should_quantize", "short_name",

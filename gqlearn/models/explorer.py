@@ -32,13 +32,18 @@ import numpy as np
 
 from .. import __version__
 from ..core import QuantizedTensor, dequantize, quantize
-from ..group_size import GroupSize, choose_group_size, parse_group_size, resolve_group_size
+from ..group_size import GroupSize, parse_group_size, resolve_group_size
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
 from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
 from ..io.safetensors_writer import StreamingSafetensorsWriter
-from ..io.saved import (FORMATS, QuantizedModel, TensorEntry, file_layout, load_quantized,
-                        natural_key, stored_values)
+from ..io.saved import (
+    FORMATS,
+    TensorEntry,
+    file_layout,
+    natural_key,
+    stored_values,
+)
 from ..metrics import error_report
 from ..roles import ROLES, classify, layer_index, should_quantize
 

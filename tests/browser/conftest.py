@@ -19,6 +19,7 @@ import urllib.request
 from collections.abc import Iterator
 
 import pytest
+
 from .browser_support import NOTEBOOKS, RESULTS, unavailable
 
 CHROMIUM_CANDIDATES = ("chromium", "chromium-browser")
