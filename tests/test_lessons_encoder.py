@@ -11,8 +11,6 @@ import gqlearn
 from gqlearn import models
 from gqlearn.lessons import encoder as E
 
-from models_helpers import minilm_dir  # noqa: F401 (fixture)
-
 
 @pytest.fixture(scope="module")
 def ckpt(minilm_dir):  # noqa: F811

@@ -8,8 +8,6 @@ import pytest
 from gqlearn.models import SentenceEncoder, load_reference_embeddings, load_sentences
 from gqlearn.models.bert import BertConfig, cosine_similarity, erf, gelu, layer_norm
 
-from models_helpers import minilm_dir  # noqa: F401 (fixture)
-
 
 @pytest.fixture(scope="module")
 def encoder(minilm_dir):  # noqa: F811

@@ -14,7 +14,7 @@ from gqlearn.io.saved import FORMAT, FORMAT_PACKED, load_quantized
 from gqlearn.models import explorer as explorer_module
 from gqlearn.models.explorer import explore, fake_quantize, quantize_tensor, save_quantized
 
-from models_helpers import make_sharded_bf16, minilm_dir  # noqa: F401 (fixture)
+from models_helpers import make_sharded_bf16
 
 
 @pytest.fixture

