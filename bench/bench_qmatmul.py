@@ -37,7 +37,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-import gqlearn  # noqa: E402
+import gqlearn
 
 CONFIGS = [("float32 W @ x (numpy BLAS)", None, None), ("qmatmul int8 g=32", 8, 32),
            ("qmatmul int4 g=32 (packed)", 4, 32), ("qmatmul int4 g=128 (packed)", 4, 128)]
@@ -94,7 +94,7 @@ def measure(args: argparse.Namespace) -> dict:
         for label, bits, g in CONFIGS:
             if bits is None:
                 items, nbytes = floats, floats[0].nbytes
-                fn = lambda x, w: w @ x.T  # noqa: E731 - BLAS sgemv / sgemm
+                fn = lambda x, w: w @ x.T
             else:
                 items, nbytes = stored[label], stored[label][0].nbytes
                 fn = gqlearn.qmatmul

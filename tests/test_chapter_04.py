@@ -75,7 +75,7 @@ def test_four_bits_cost_about_25_db(sweep):
 
 
 @pytest.fixture(scope="module")
-def minilm(minilm_dir):  # noqa: F811
+def minilm(minilm_dir):
     ckpt = models.open_checkpoint(minilm_dir)
     enc = models.SentenceEncoder.from_pretrained(minilm_dir, dtype=np.float64)
     data = models.load_sentences()

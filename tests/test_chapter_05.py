@@ -11,7 +11,7 @@ BERT_LINEAR = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
 
 
 @pytest.fixture(scope="module")
-def ckpt(minilm_dir):  # noqa: F811
+def ckpt(minilm_dir):
     return models.open_checkpoint(minilm_dir)
 
 
@@ -103,7 +103,7 @@ def test_bits_gap_as_stated(table):
 
 
 @pytest.fixture(scope="module")
-def search(minilm_dir, ckpt):  # noqa: F811
+def search(minilm_dir, ckpt):
     data = models.load_sentences()
     corpus = [s["text"] for s in data["corpus"]]
     queries = [s["text"] for s in data["queries"]]

@@ -13,7 +13,7 @@ from gqlearn.lessons import encoder as E
 
 
 @pytest.fixture(scope="module")
-def ckpt(minilm_dir):  # noqa: F811
+def ckpt(minilm_dir):
     return models.open_checkpoint(minilm_dir)
 
 
@@ -103,7 +103,7 @@ def test_show_tensor_and_widget(ckpt, capsys):
     plt.close("all")
 
 
-def test_reference_check(minilm_dir):  # noqa: F811
+def test_reference_check(minilm_dir):
     t = E.reference_check(models.SentenceEncoder.from_pretrained(minilm_dir))
     assert all(t.column("distance < 1e-04")) and all(t.column("distance < 1e-6"))
     assert t.column("tokens")[-1] == 256

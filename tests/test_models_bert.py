@@ -10,7 +10,7 @@ from gqlearn.models.bert import BertConfig, cosine_similarity, erf, gelu, layer_
 
 
 @pytest.fixture(scope="module")
-def encoder(minilm_dir):  # noqa: F811
+def encoder(minilm_dir):
     return SentenceEncoder.from_pretrained(minilm_dir)
 
 

@@ -54,7 +54,7 @@ def load_sentences() -> dict:
     return json.loads((files("gqlearn") / "data" / "sentences.json").read_text("utf-8"))
 
 
-def load_reference_embeddings() -> tuple[list[str], "np.ndarray", dict]:  # noqa: F821
+def load_reference_embeddings() -> tuple[list[str], "np.ndarray", dict]:
     """Reference embeddings of all-MiniLM-L6-v2 computed with sentence-transformers itself.
 
     Returns
