@@ -86,3 +86,16 @@ def test_file_without_bpe_tokenizer(tmp_path: Path) -> None:
     path = save_llama_gguf(tmp_path / "notok.gguf", cfg, Llama.random(cfg).weights)
     with pytest.raises(GGUFError, match=r"notok\.gguf.*only byte-level BPE"):
         tokenizer_from_gguf(path)
+
+
+def test_token_types_must_match_tokens(tmp_path: Path) -> None:
+    """One type per token: a shorter list would silently leave later tokens unmarked."""
+    from tokenizers import pre_tokenizers
+
+    tokens = ["<|endoftext|>", *sorted(pre_tokenizers.ByteLevel.alphabet())]
+    cfg = LlamaConfig(vocab_size=len(tokens), hidden_size=8, n_layers=1, n_heads=2,
+                      n_kv_heads=1, ffn_size=8)
+    path = save_llama_gguf(tmp_path / "tok.gguf", cfg, Llama.random(cfg).weights,
+                           tokenizer={"tokens": tokens, "merges": ["h e"], "token_types": [3, 1]})
+    with pytest.raises(GGUFError, match="257 tokens but 2 token types"):
+        tokenizer_from_gguf(path)

@@ -78,7 +78,7 @@ class Table:
 
     def _cells(self) -> list[list[str]]:
         specs = [self.formats.get(c, ".6g") for c in self.columns]
-        return [[_fmt(v, s) for v, s in zip(row, specs)] for row in self.rows]
+        return [[_fmt(v, s) for v, s in zip(row, specs, strict=True)] for row in self.rows]
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -87,9 +87,11 @@ class Table:
         cells = self._cells()
         widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(self.columns)]
         lines = list(self.notes)
-        lines.append("  ".join(c.rjust(w) for c, w in zip(self.columns, widths)).rstrip())
+        lines.append("  ".join(c.rjust(w)
+                               for c, w in zip(self.columns, widths, strict=True)).rstrip())
         lines.append("  ".join("-" * w for w in widths))
-        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths)).rstrip() for r in cells]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(r, widths, strict=True)).rstrip()
+                  for r in cells]
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:

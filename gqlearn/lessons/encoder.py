@@ -86,7 +86,7 @@ def plot_role_histograms(ckpt: Checkpoint, roles: Sequence[str] = (
         "attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down", "embedding")):
     """Histogram (log counts) of the weights of each role, all layers pooled."""
     fig, axes = plt().subplots(2, (len(roles) + 1) // 2, figsize=(13, 5.5))
-    for ax, role in zip(axes.ravel(), roles):
+    for ax, role in zip(axes.ravel(), roles, strict=False):
         names = _role_names(ckpt, role)
         w = np.concatenate([ckpt[n].ravel() for n in names])
         lim = float(np.abs(w).max())
@@ -105,7 +105,7 @@ def plot_role_histograms(ckpt: Checkpoint, roles: Sequence[str] = (
 def plot_channel_ranges(ckpt: Checkpoint, names: Sequence[str]):
     """Largest |w| of every input channel (column) of a few matrices, the largest labelled."""
     fig, axes = plt().subplots(len(names), 1, figsize=(11, 2.3 * len(names)))
-    for ax, name in zip(np.atleast_1d(axes), names):
+    for ax, name in zip(np.atleast_1d(axes), names, strict=True):
         cm = np.abs(ckpt[name]).max(axis=0)
         ax.plot(cm, lw=0.7)
         ax.axhline(np.median(cm), color="0.5", lw=0.8, ls="--")
@@ -199,7 +199,8 @@ def memory_summary(rows: Sequence[Mapping[str, Any]]) -> Table:
     before = (sum(r["bytes_before"] for r in first) / 1e6, first[0]["totals"]["bytes_before"] / 1e6)
     return Table(("setting", "bits/weight", "linear MB", "whole model MB", "x smaller", "SQNR dB",
                   "% of error in mlp_down"), tuple(out),
-                 notes=(f"float32: linear layers {before[0]:.2f} MB, whole model {before[1]:.2f} MB",),
+                 notes=(f"float32: linear layers {before[0]:.2f} MB, "
+                        f"whole model {before[1]:.2f} MB",),
                  formats={"bits/weight": ".3f", "linear MB": ".2f", "whole model MB": ".2f",
                           "x smaller": ".2f", "SQNR dB": ".1f", "% of error in mlp_down": ".0f"})
 
@@ -211,7 +212,7 @@ def reference_check(encoder: SentenceEncoder, tolerance: float = 1e-4) -> Table:
     distance = 1 - cosine_similarity(encoder.encode(sentences), reference)
     tokens = encoder.tokenize(sentences)[2].sum(axis=1)
     rows = tuple((s if len(s) <= 44 else s[:41] + "...", int(n), bool(d < tolerance),
-                  bool(d < 1e-6)) for s, n, d in zip(sentences, tokens, distance))
+                  bool(d < 1e-6)) for s, n, d in zip(sentences, tokens, distance, strict=True))
     made = info["generated_with"]
     return Table(("sentence", "tokens", f"distance < {tolerance:.0e}", "distance < 1e-6"), rows,
                  notes=(f"reference: sentence-transformers {made['sentence_transformers']}, "

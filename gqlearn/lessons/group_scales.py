@@ -34,14 +34,14 @@ def plot_error_vs_group_size(group_sizes: Sequence[int], errors: Mapping[str, Se
                              bits_per_weight: Sequence[float] | None = None) -> Figure:
     """Relative errors against group size, both axes logarithmic; bits/weight under each tick."""
     fig, ax = plt().subplots(figsize=(9, 4.2), layout="constrained")
-    for (label, err), style in zip(errors.items(), ("o-", "s--", "^:")):
+    for (label, err), style in zip(errors.items(), ("o-", "s--", "^:"), strict=False):
         ax.plot(group_sizes, err, style, label=label)
     bits_note = "" if bits_per_weight is None else "; under it, bits per weight (b/w)"
     ax.set(xscale="log", yscale="log", xlabel="group size (weights per scale)" + bits_note,
            ylabel="relative error ||w - w'|| / ||w||",
            title="Smaller groups, smaller error (log axes)")
     labels = [f"{g}" if bits_per_weight is None else f"{g}\n{b:.3g} b/w"
-              for g, b in zip(group_sizes, bits_per_weight or group_sizes)]
+              for g, b in zip(group_sizes, bits_per_weight or group_sizes, strict=True)]
     ax.set_xticks(group_sizes, labels, fontsize=8)
     ax.minorticks_off()
     ax.grid(True, which="major", alpha=0.3)
@@ -64,7 +64,8 @@ def plot_relative_error(w: Any, group_sizes: Sequence[int]) -> Figure:
     fig, ax = plt().subplots(figsize=(9, 3.8), layout="constrained")
     floor = 1e-3
     idx = np.arange(w.size)
-    for k, (g, color) in enumerate(zip(group_sizes, ("tab:red", "tab:blue", "tab:green"))):
+    colors = ("tab:red", "tab:blue", "tab:green")
+    for k, (g, color) in enumerate(zip(group_sizes, colors, strict=False)):
         x = idx + (k - (len(group_sizes) - 1) / 2) * 0.25
         rel = 100 * _rel_per_weight(w, g)
         exact = rel == 0

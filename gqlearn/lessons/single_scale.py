@@ -48,7 +48,7 @@ def _draw_grid(ax: Any, w: np.ndarray, q: np.ndarray, scale: float, lo: float, h
                label="zero cell |w| < scale/2")
     rec = q.astype(np.float32) * np.float32(scale)
     zero = (q == 0) & (w != 0)
-    for x, r, z in zip(w, rec, zero):
+    for x, r, z in zip(w, rec, zero, strict=True):
         ax.plot([x, r], [1, 0], color="tab:red" if z else "tab:blue", lw=1, alpha=0.7)
     ax.scatter(w[~zero], np.ones((~zero).sum()), color="tab:blue", zorder=3, label="kept")
     ax.scatter(w[zero], np.ones(zero.sum()), color="tab:red", marker="s", zorder=3,
@@ -91,7 +91,7 @@ def plot_ratio_sweep(ratios: Sequence[float], zeroed: Sequence[float],
     left.plot(ratios, 100 * np.asarray(zeroed), "o-")
     left.set(xscale="log", xlabel="ratio of largest to smallest row std",
              ylabel="weights that became 0 (%)", title="One scale: small weights vanish")
-    for (label, err), style in zip(errors.items(), ("o-", "o:", "s--", "s-.")):
+    for (label, err), style in zip(errors.items(), ("o-", "o:", "s--", "s-."), strict=False):
         right_.plot(ratios, err, style, label=label)
     right_.set(xscale="log", yscale="log", xlabel="ratio of largest to smallest row std",
                ylabel="relative error ||w - w'|| / ||w||",
@@ -109,7 +109,7 @@ def show_magnitude(large: float = 0.3) -> None:
     w[:4] *= float(large) / 10.5
     w = w.astype(np.float32)
     q, s = _per_tensor(w)
-    rows = tuple((float(x), float(x) / s, int(k)) for x, k in zip(w[4:], q[4:]))
+    rows = tuple((float(x), float(x) / s, int(k)) for x, k in zip(w[4:], q[4:], strict=True))
     notes = (f"largest weight {float(np.abs(w).max()):.4g} -> scale {s:.4g}; "
              f"zero cell: |w| < scale/2 = {s / 2:.4g}",
              f"{int((q[4:] == 0).sum())} of the 4 small weights become 0")

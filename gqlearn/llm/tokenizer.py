@@ -39,7 +39,8 @@ def tokenizer_from_gguf(source: GGUFSource) -> Any:
     Parameters
     ----------
     source : path or reader
-        A GGUF file (or a reader from :func:`gqlearn.llm.open_gguf`) with ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE).
+        A GGUF file (or a reader from :func:`gqlearn.llm.open_gguf`) with
+        ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE).
 
     Returns
     -------
@@ -50,7 +51,8 @@ def tokenizer_from_gguf(source: GGUFSource) -> Any:
     Raises
     ------
     GGUFError
-        If the file has no byte-level BPE tokenizer, or an unsupported pre-tokenizer.
+        If the file has no byte-level BPE tokenizer, an unsupported pre-tokenizer, or token
+        types that do not match its tokens one to one.
     """
     from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
@@ -70,6 +72,8 @@ def tokenizer_from_gguf(source: GGUFSource) -> Any:
     types_field = reader.get_field("tokenizer.ggml.token_type")
     types = ([int(types_field.parts[i][0]) for i in types_field.data]
              if types_field is not None else [1] * len(tokens))
+    if len(types) != len(tokens):  # a truncated list would mark the wrong tokens special
+        raise GGUFError(f"{path}: {len(tokens)} tokens but {len(types)} token types")
 
     vocab = {tok: i for i, tok in enumerate(tokens)}
     tokenizer = Tokenizer(models.BPE(vocab, merges))
@@ -79,6 +83,7 @@ def tokenizer_from_gguf(source: GGUFSource) -> Any:
     tokenizer.pre_tokenizer = pre_tokenizers.Sequence(steps)
     tokenizer.decoder = decoders.ByteLevel()
     specials = [AddedToken(tok, special=True, normalized=False)
-                for tok, kind_ in zip(tokens, types) if kind_ in (_CONTROL, _USER_DEFINED)]
+                for tok, kind_ in zip(tokens, types, strict=True)
+                if kind_ in (_CONTROL, _USER_DEFINED)]
     tokenizer.add_special_tokens(specials)
     return tokenizer
