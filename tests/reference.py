@@ -39,10 +39,8 @@ def quantize_spec(w: np.ndarray, group_size: int, bits: int = 8, half_even: bool
     scale = (amax / np.float32(qmax)).astype(np.float32)
     scale = np.where(scale == 0, np.float32(1), scale).astype(np.float32)
     y = (g / scale[:, None]).astype(np.float32).astype(np.float64)
-    if half_even:
-        q = np.round(y)
-    else:
-        q = np.sign(y) * np.floor(np.abs(y) + 0.5)  # exact in float64
+    # half away from zero is exact in float64
+    q = np.round(y) if half_even else np.sign(y) * np.floor(np.abs(y) + 0.5)
     q = np.clip(q, -qmax, qmax).astype(np.int8)
     out_shape = np.shape(w)
     return q.reshape(out_shape), scale.reshape(*out_shape[:-1], -1)

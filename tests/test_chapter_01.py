@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 
@@ -97,7 +99,7 @@ def test_ratio_sweep():
         whole.append(rel_error(layer, one))
         worst.append(rel_error(layer, one, axis=1).max())
         per_row.append(rel_error(layer, rows, axis=1).max())
-    assert all(a < b for a, b in zip(zeroed, zeroed[1:]))  # "climbs with the ratio"
+    assert all(a < b for a, b in pairwise(zeroed))  # "climbs with the ratio"
     assert worst[-1] == 1.0 and worst[0] < 0.02 and sum(e == 1 for e in worst) == 6
     assert max(whole) / whole[0] < 3  # "barely moves"
     # one scale per row: the worst row stays where it was at ratio 1

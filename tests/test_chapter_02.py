@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -140,8 +142,8 @@ def test_error_falls_with_group_size():
         back = gqlearn.dequantize(gqlearn.quantize(layer.reshape(-1, g), g)).reshape(layer.shape)
         whole.append(rel_error(layer, back))
         worst.append(rel_error(layer, back, axis=1).max())
-    assert all(a < b for a, b in zip(whole, whole[1:]))
-    assert all(a < b for a, b in zip(worst, worst[1:]))
+    assert all(a < b for a, b in pairwise(whole))
+    assert all(a < b for a, b in pairwise(worst))
     assert worst[-1] == 1.0 and worst[-2] < 0.01  # "from lost to fine"
     assert worst[-2] / worst[0] < 4  # "but slowly" below a row
 

@@ -1,6 +1,7 @@
 """Claims the prose of notebooks/04_choosing_group_size.ipynb relies on, computed independently."""
 
 import math
+from itertools import pairwise
 
 import ml_dtypes
 import numpy as np
@@ -15,7 +16,7 @@ DB_PER_BIT = 20 * math.log10(2)
 
 
 def _knee(curve):
-    for a, b in zip(curve, curve[1:]):
+    for a, b in pairwise(curve):
         if (a[2] - b[2]) / (a[1] - b[1]) > DB_PER_BIT:
             return a[0]
     return curve[-1][0]
@@ -98,7 +99,7 @@ def test_model_knee_at_128(minilm):
     cos = [c for _, _, c in pts]
     assert cos == sorted(cos, reverse=True)
     curve = [(g, bpw, -10 * math.log10(2 * (1 - c))) for g, bpw, c in pts]
-    prices = [(a[2] - b[2]) / (a[1] - b[1]) for a, b in zip(curve, curve[1:])]
+    prices = [(a[2] - b[2]) / (a[1] - b[1]) for a, b in pairwise(curve)]
     assert prices[0] < DB_PER_BIT - 1 and prices[1] < DB_PER_BIT - 1
     assert prices[2] > DB_PER_BIT + 0.2
     assert _knee(curve) == 128

@@ -19,7 +19,7 @@ def ckpt(minilm_dir):
 def table(ckpt):
     rows = E.sweep_linear_layers(ckpt)
     pivot = E.role_pivot(rows)
-    return rows, {r[0].rstrip("*"): dict(zip(pivot.columns[1:], r[1:])) for r in pivot.rows}
+    return rows, {r[0].rstrip("*"): dict(zip(pivot.columns[1:], r[1:], strict=True)) for r in pivot.rows}
 
 
 def test_model_facts(ckpt):
@@ -58,7 +58,7 @@ def test_extreme_mlp_down_columns_share_a_row(ckpt):
             w = np.abs(ckpt[name])
             c = w.max(axis=0).argmax()
             found.append((int(c), int(w[:, c].argmax())))
-    cols, rows_ = zip(*found)
+    cols, rows_ = zip(*found, strict=True)
     assert len(set(cols)) == len(cols)
     top = E.recurring_channels(ckpt).rows[0][0]
     assert rows_.count(top) > len(rows_) / 2

@@ -47,10 +47,10 @@ def evaluation(setup):
 def test_file_and_baseline(setup):
     model, _, _ = setup
     kinds = dict(zip(*[D.tensor_type_table(fetch_model("smollm2")).column(c)
-                       for c in ("ggml type", "tensors")]))
+                       for c in ("ggml type", "tensors")], strict=True))
     assert kinds == {"Q4_1": 210, "Q8_0": 1, "F32": 61}
     assert D.distinct_per_block(model.weights["blk.0.attn_q.weight"]).max() == 16
-    rows = {r[0]: dict(zip(D.baseline_grid_table(model).columns, r))
+    rows = {r[0]: dict(zip(D.baseline_grid_table(model).columns, r, strict=True))
             for r in D.baseline_grid_table(model).rows}
     assert rows["int8"]["all levels kept"] == 1.0 and rows["int8"]["max err / Q4_1 step"] < 0.1
     assert rows["int4"]["all levels kept"] < 0.5 and rows["int3"]["max levels"] <= 7

@@ -88,7 +88,7 @@ def _stable_at_one_decimal(p: float) -> bool:
 def test_decoder_perplexity_equals_fake_quantized_and_prints_stably(decoder) -> None:
     float_bytes, float_ppl, rows = decoder
     assert _stable_at_one_decimal(float_ppl)
-    for nbytes, ppl, fake_ppl in rows.values():
+    for _, ppl, fake_ppl in rows.values():
         assert math.isclose(ppl, fake_ppl, rel_tol=1e-5)
         assert _stable_at_one_decimal(ppl) and _stable_at_one_decimal(fake_ppl)
         assert round(ppl, 1) == round(fake_ppl, 1)

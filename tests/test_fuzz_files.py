@@ -115,7 +115,7 @@ def load_gguf(path: Path) -> None:
     reader = open_gguf(path)
     read_metadata(reader)
     infos = tensor_infos(reader)
-    for (name, array), (info_name, _, shape) in zip(iter_gguf_tensors(reader), infos):
+    for (name, array), (info_name, _, shape) in zip(iter_gguf_tensors(reader), infos, strict=True):
         assert name == info_name and array.shape == shape and array.dtype == np.float32
         assert np.isfinite(array).all()
     read_llama_config(reader)

@@ -36,10 +36,10 @@ def q4_model(q4_file: Path) -> Llama:
 
 def test_tensor_type_table(q4_file: Path) -> None:
     t = D.tensor_type_table(q4_file)
-    kinds = dict(zip(t.column("ggml type"), t.column("tensors")))
+    kinds = dict(zip(t.column("ggml type"), t.column("tensors"), strict=True))
     assert kinds == {"Q4_1": 2 * 7 + 1, "F32": 2 * 2 + 1}  # the embedding is Q4_1 here too
     assert sum(t.column("share")) == pytest.approx(1.0)
-    assert dict(zip(t.column("ggml type"), t.column("bits/w"))) == {"Q4_1": 5.0, "F32": 32.0}
+    assert dict(zip(t.column("ggml type"), t.column("bits/w"), strict=True)) == {"Q4_1": 5.0, "F32": 32.0}
 
 
 def test_ggml_bits_per_weight() -> None:
@@ -57,7 +57,7 @@ def test_distinct_per_block() -> None:
 
 def test_baseline_grid_table_on_q4_1_weights(q4_model: Llama) -> None:
     t = D.baseline_grid_table(q4_model, layer=1)
-    rows = {r[0]: dict(zip(t.columns, r)) for r in t.rows}
+    rows = {r[0]: dict(zip(t.columns, r, strict=True)) for r in t.rows}
     assert rows["Q4_1 (the file)"]["max levels"] <= 16
     int8, int4, int3 = rows["int8"], rows["int4"], rows["int3"]
     assert int8["codes"] == 255 and int4["codes"] == 15 and int3["codes"] == 7
@@ -103,7 +103,8 @@ def test_flip_table(tiny_eval: QuantEvaluation) -> None:
     margins = tiny_eval.float_margins
     for label, flips, below, top, near in zip(t.column("setting"), t.column("flips"),
                                               t.column("flips at gap < median"),
-                                              t.column("largest gap"), t.column("near-ties")):
+                                              t.column("largest gap"), t.column("near-ties"),
+                                              strict=True):
         gaps = margins[list(tiny_eval.row(label).disagree_at)]
         assert flips == len(gaps) and below == (gaps < np.median(margins)).sum()
         assert top == f"{gaps.max() if gaps.size else 0.0:.2g}"

@@ -55,7 +55,7 @@ def test_pivots_and_memory(rows):
     pivot = E.role_pivot(rows)
     assert pivot.columns == ("setting", "attn_q", "attn_k", "attn_v", "attn_o", "mlp_up",
                              "mlp_down")
-    table = {r[0]: dict(zip(pivot.columns[1:], r[1:])) for r in pivot.rows}
+    table = {r[0]: dict(zip(pivot.columns[1:], r[1:], strict=True)) for r in pivot.rows}
     assert table["int8 per-tensor"]["mlp_down"] < 15 < table["int8 per-tensor"]["attn_q"]
     # pooled SQNR from the explorer's float64 sums, and from its per-tensor rms and SQNR
     sel = [r for r in rows if r["setting"] == "int8 g=128" and r["role"] == "attn_q"]

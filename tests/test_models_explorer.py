@@ -320,7 +320,7 @@ def test_saved_file_is_the_reported_bytes_plus_header(tmp_path, arrays, bits, gr
     data = out.stat().st_size - _header_bytes(out)
     assert data == sum(r.bytes_after for r in report.results)
     assert data == report.totals["bytes_after"]
-    for name, qt in report.quantized.items():
+    for qt in report.quantized.values():
         assert qt.values_nbytes == qt.packed.nbytes  # what the report counts is what is held
     model = load_quantized(out)
     for name, qt in report.quantized.items():

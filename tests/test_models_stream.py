@@ -36,15 +36,15 @@ def test_writer_output_reads_back_with_safetensors(tmp_path, rng):
 def test_writer_refuses_out_of_order_and_incomplete(tmp_path):
     path = tmp_path / "x.safetensors"
     layout = [("a", np.float32, (2,)), ("b", np.float32, (3,))]
-    with pytest.raises(ValueError, match="expected tensor 'a'"):
-        with StreamingSafetensorsWriter(path, layout) as out:
-            out.write("b", np.zeros(3, np.float32))
-    with pytest.raises(ValueError, match="never arrived"):
-        with StreamingSafetensorsWriter(path, layout) as out:
-            out.write("a", np.zeros(2, np.float32))
-    with pytest.raises(ValueError, match=r"F32\[2\]"):
-        with StreamingSafetensorsWriter(path, layout) as out:
-            out.write("a", np.zeros(2, np.float64))
+    with (pytest.raises(ValueError, match="expected tensor 'a'"),
+          StreamingSafetensorsWriter(path, layout) as out):
+        out.write("b", np.zeros(3, np.float32))
+    with (pytest.raises(ValueError, match="never arrived"),
+          StreamingSafetensorsWriter(path, layout) as out):
+        out.write("a", np.zeros(2, np.float32))
+    with (pytest.raises(ValueError, match=r"F32\[2\]"),
+          StreamingSafetensorsWriter(path, layout) as out):
+        out.write("a", np.zeros(2, np.float64))
     assert list(tmp_path.iterdir()) == []  # nothing half-written left behind
     with pytest.raises(TypeError, match="complex"):
         safetensors_dtype(np.complex64)
