@@ -84,7 +84,8 @@ def run_one(bits: int | None, group_size: int | None, tokens: int, fake: bool) -
         best = min(best, time.perf_counter() - t)
         best_cpu = min(best_cpu, time.process_time() - c)
     ppl = perplexity(model.forward(text_ids), text_ids)
-    return {"weight_mib": weight_bytes / 2**20, "rss_mib": rss, "base_rss_mib": base_rss, "tokens_s": tokens / best,
+    return {"weight_mib": weight_bytes / 2**20, "rss_mib": rss, "base_rss_mib": base_rss,
+            "tokens_s": tokens / best,
             "ms_token": 1e3 * best / tokens, "cpu_ms_token": 1e3 * best_cpu / tokens,
             "load": os.getloadavg()[0], "ppl": ppl, "fake_ppl": fake_ppl,
             "text": tok.decode(out), "peak_rss_mib": _peak_mib()}
@@ -135,7 +136,8 @@ def main() -> None:
              f"perplexity of the first 128 tokens of the sample text. Each setting in a fresh "
              f"process; RSS after the float model is dropped, and above the RSS before loading "
              f"(interpreter, numpy, numba and the compiled kernels).", "",
-             "| weights | threads | weight arrays (MiB) | RSS above start (MiB) | process RSS (MiB) "
+             "| weights | threads | weight arrays (MiB) | RSS above start (MiB) "
+             "| process RSS (MiB) "
              "| tokens/s | ms/token | CPU ms/token | × float32 | perplexity "
              "| fake-quantized perplexity | load average |",
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
@@ -144,11 +146,18 @@ def main() -> None:
         lines.append(f"| {label} | {r['threads']} | {r['weight_mib']:.1f} | "
                      f"{r['rss_mib'] - r['base_rss_mib']:.0f} | {r['rss_mib']:.0f} | "
                      f"{r['tokens_s']:.2f} | {r['ms_token']:.1f} | {r['cpu_ms_token']:.1f} | "
-                     f"{r['tokens_s'] / base[r['threads']]['tokens_s']:.2f} | {r['ppl']:.6f} | {fake} | "
+                     f"{r['tokens_s'] / base[r['threads']]['tokens_s']:.2f} | "
+                     f"{r['ppl']:.6f} | {fake} | "
                      f"{r['load']:.1f} |")
     lines += ["", "Generated text:", ""]
     lines += [f"- {label}: {r['text']!r}" for label, r in results if r["threads"] == "all"]
-    lines += ["", "Reading the table: the machine (2 cores) was shared with other jobs (load average in the last column). With all threads, numpy's multi-threaded BLAS suffers most: its threads wait for each other on a busy machine (float32: 900 ms/token with 2 threads, 80 ms with one), so the one-thread rows are the fair comparison. RSS above start includes about 200 MiB besides the weights (allocator pages kept after the float model and the quantization temporaries were freed, the KV cache, the tokenizer)."]
+    lines += ["", "Reading the table: the machine (2 cores) was shared with other jobs (load "
+              "average in the last column). With all threads, numpy's multi-threaded BLAS "
+              "suffers most: its threads wait for each other on a busy machine (float32: 900 "
+              "ms/token with 2 threads, 80 ms with one), so the one-thread rows are the fair "
+              "comparison. RSS above start includes about 200 MiB besides the weights "
+              "(allocator pages kept after the float model and the quantization temporaries "
+              "were freed, the KV cache, the tokenizer)."]
     lines += ["", "int8 g=128: SmolLM2's width 576 is not a multiple of 128, so those matrices "
               "use g=64 (as in the decoder chapter); ffn_down (width 1536) uses 128."]
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

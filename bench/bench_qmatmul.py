@@ -34,10 +34,11 @@ from pathlib import Path
 
 import numpy as np
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # gqlearn from this checkout
 
 import gqlearn
+
+HERE = Path(__file__).resolve().parent
 
 CONFIGS = [("float32 W @ x (numpy BLAS)", None, None), ("qmatmul int8 g=32", 8, 32),
            ("qmatmul int4 g=32 (packed)", 4, 32), ("qmatmul int4 g=128 (packed)", 4, 128)]
@@ -62,6 +63,11 @@ def read_bandwidth(nbytes: int) -> float:
         total(a)
         best = min(best, time.perf_counter() - t)
     return nbytes / best / 1e9
+
+
+def _blas_matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """``qmatmul``'s float32 counterpart: BLAS sgemv (one vector) or sgemm (a batch)."""
+    return w @ x.T
 
 
 def sweep(fn, items, x, repeats: int) -> tuple[float, float]:
@@ -91,10 +97,10 @@ def measure(args: argparse.Namespace) -> dict:
         x = rng.standard_normal((batch, n), dtype=np.float32)
         if batch == 1:
             x = x[0]
-        for label, bits, g in CONFIGS:
+        for label, bits, _ in CONFIGS:
             if bits is None:
                 items, nbytes = floats, floats[0].nbytes
-                fn = lambda x, w: w @ x.T
+                fn = _blas_matmul
             else:
                 items, nbytes = stored[label], stored[label][0].nbytes
                 fn = gqlearn.qmatmul

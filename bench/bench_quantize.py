@@ -13,6 +13,7 @@ Prints GB/s of fp32 input and ratios; writes ``bench/results/quantize.md`` and `
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import platform
 import subprocess
@@ -20,12 +21,14 @@ import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 import numpy as np
-from peers import quantize_q80_llama2c
 
 import gqlearn
+
+from peers import quantize_q80_llama2c
 
 HERE = Path(__file__).resolve().parent
 
@@ -171,12 +174,13 @@ def main() -> None:
         ours = {}
         for backend in gqlearn.available_backends():
             gqlearn.quantize(w[:64], gs, backend=backend)  # warm-up (and JIT)
-            ours[backend] = gb / best_of(lambda: gqlearn.quantize(w, gs, backend=backend),
+            # partial binds gs and backend now, not when the call runs
+            ours[backend] = gb / best_of(partial(gqlearn.quantize, w, gs, backend=backend),
                                          args.repeats)
-        peer_speed = {name: gb / best_of(lambda: fn(w), args.repeats)
+        peer_speed = {name: gb / best_of(partial(fn, w), args.repeats)
                       for name, fn in peers(gs).items()}
         fastest = max(peer_speed.values())
-        naive_speed = gb / best_of(lambda: naive(w, gs), args.repeats)
+        naive_speed = gb / best_of(partial(naive, w, gs), args.repeats)
         for name, speed in [*((f"gqlearn ({b})", s) for b, s in ours.items()),
                             *peer_speed.items(), ("naive numpy (not a peer)", naive_speed)]:
             rows.append((gs, name, speed, speed / fastest, speed / ref))
@@ -198,22 +202,22 @@ def main() -> None:
              f"Input: {args.mib} MiB fp32, best of {args.repeats} runs. Bandwidth reference "
              f"(one pass reading fp32 and writing a fresh int8 array, {ref_name}): {ref:.2f} GB/s "
              f"({warm:.2f} into an array already in memory).", "",
-             "| group size | implementation | GB/s of fp32 input | × fastest peer | % of bandwidth |",
+             "| group size | implementation | GB/s of fp32 input | × fastest peer "
+             "| % of bandwidth |",
              "|---:|---|---:|---:|---:|"]
-    lines += [f"| {gs} | {name} | {s:.2f} | {x:.2f} | {100 * b:.0f}% |" for gs, name, s, x, b in rows]
+    lines += [f"| {gs} | {name} | {s:.2f} | {x:.2f} | {100 * b:.0f}% |"
+              for gs, name, s, x, b in rows]
     if rss:
         lines += ["", f"Peak resident memory quantizing a 1 GiB fp32 tensor (group size 128): "
                       f"{rss[1]:.2f} GiB, from {rss[0]:.2f} GiB before (the input and the "
                       f"interpreter); the output is 0.26 GiB."]
-    tmp = tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False, suffix=".tmp")
-    with tmp:
+    with tempfile.NamedTemporaryFile("w", dir=args.out.parent, delete=False,
+                                     suffix=".tmp") as tmp:
         tmp.write("\n".join(lines) + "\n")
     os.replace(tmp.name, args.out)
     print(f"wrote {args.out}")
-    try:
+    with contextlib.suppress(ImportError):  # no matplotlib: the table is enough
         plot(rows, ref, args.out.with_suffix(".png"))
-    except ImportError:
-        pass
 
 
 def plot(rows, ref: float, path: Path) -> None:

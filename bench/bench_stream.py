@@ -92,7 +92,8 @@ def main() -> None:
         src.mkdir()
         largest = make_checkpoint(src, args.layers, args.hidden, args.ffn, args.shards)
         model_bytes = sum(p.stat().st_size for p in src.glob("*.safetensors"))
-        result = subprocess.run([sys.executable, "-c", MEASURE, str(src / "model.safetensors.index.json"),
+        result = subprocess.run([sys.executable, "-c", MEASURE,
+                                 str(src / "model.safetensors.index.json"),
                                  str(work / "q.safetensors")],
                                 check=True, capture_output=True, text=True)
         m = json.loads(result.stdout)
@@ -102,7 +103,8 @@ def main() -> None:
     gib = 2 ** 30
     peak_extra = (m["peak_kib"] - m["start_kib"]) * 1024
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}.",
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}.",
         "",
         "| model (bf16, LLaMA-shaped) | largest tensor | output (int8 + scales) | peak RSS | "
         "peak RSS above start | time (with fsync) | throughput |",

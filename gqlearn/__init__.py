@@ -10,5 +10,5 @@ from .qmatmul import qmatmul
 __version__ = "0.2.0"
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "choose_group_size",
-           "halving_sequence", "error_report", "qmatmul", "available_backends", "metrics", "default_threads", "set_num_threads",
-           "__version__"]
+           "halving_sequence", "error_report", "qmatmul", "available_backends", "metrics",
+           "default_threads", "set_num_threads", "__version__"]

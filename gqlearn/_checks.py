@@ -57,7 +57,8 @@ def check_group_size(group_size: object, last_dim: int) -> int:
         raise ValueError(
             f"group_size {group_size} does not divide the last axis ({last_dim}); groups run "
             f"along the last axis, so pick a divisor of {last_dim}: "
-            f"gqlearn.choose_group_size({last_dim}, {group_size}) returns the nearest one that fits")
+            f"gqlearn.choose_group_size({last_dim}, {group_size}) returns the nearest one that "
+            f"fits")
     return group_size
 
 

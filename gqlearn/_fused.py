@@ -76,7 +76,8 @@ def dequantize_groups(values, scales, out):  # pragma: no cover
 
 
 @numba.njit(parallel=True, cache=True)
-def group_errors(groups, values, scales, max_err, sq_err, sq_sig, abs_err, zeroed, nonzero):  # pragma: no cover
+def group_errors(groups, values, scales, max_err, sq_err, sq_sig, abs_err, zeroed,
+                 nonzero):  # pragma: no cover
     """Per-group max |w - q*s| (float32), sums of squared error, signal and absolute error
     (float64), and counts of nonzero weights and of those that quantized to 0."""
     n_groups, size = groups.shape

@@ -50,7 +50,8 @@ def default_threads() -> int:
         try:
             n = int(env)
         except ValueError:
-            raise ValueError(f"GQLEARN_NUM_THREADS must be a positive integer, got {env!r}") from None
+            raise ValueError(f"GQLEARN_NUM_THREADS must be a positive integer, "
+                             f"got {env!r}") from None
         if n < 1:
             raise ValueError(f"GQLEARN_NUM_THREADS must be a positive integer, got {env!r}")
         return n
@@ -81,7 +82,8 @@ def check_chunk_elements(chunk_elements: int | None) -> int:
         return DEFAULT_CHUNK_ELEMENTS
     if (isinstance(chunk_elements, bool) or not isinstance(chunk_elements, (int, np.integer))
             or chunk_elements < 1):
-        raise ValueError(f"chunk_elements must be a positive integer or None, got {chunk_elements!r}")
+        raise ValueError(f"chunk_elements must be a positive integer or None, "
+                         f"got {chunk_elements!r}")
     return int(chunk_elements)
 
 

@@ -18,8 +18,9 @@ gqlearn's default policy, ``"pow2"``, keeps a request that divides the dimension
 otherwise returns the largest power of two that is at most the request and divides it.
 Powers of two are what kernels are written for (SIMD widths, llama.cpp's 32-weight blocks, GPU
 warps of 32), they never overshoot the request, and every transformer width we know of is a
-multiple of 32, so the result is never tiny in practice.  ``"divisor"`` returns the largest divisor at most the request (closest overhead to
-what was asked, but sizes like 144 or 192 that no kernel is tuned for).
+multiple of 32, so the result is never tiny in practice.  ``"divisor"`` returns the largest
+divisor at most the request (closest overhead to what was asked, but sizes like 144 or 192 that
+no kernel is tuned for).
 """
 
 from __future__ import annotations

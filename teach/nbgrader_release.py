@@ -12,10 +12,11 @@ Two commands, both finding the notebooks by glob (``notebooks/[0-9A-Z]*.ipynb``,
     outputs stay valid for nbval.
 
 ``python teach/nbgrader_release.py build COURSE_DIR [--exercises-only] [NAME ...]``
-    Writes an nbgrader course directory: ``nbgrader_config.py`` and ``source/<chapter>/<chapter>.ipynb``
-    for every tagged chapter (or those named). The source version is the chapter with each
-    answer cell's solution filled in from ``notebooks/solutions/`` between ``### BEGIN SOLUTION``
-    / ``### END SOLUTION``, and each checker cell followed by a hidden test
+    Writes an nbgrader course directory: ``nbgrader_config.py`` and
+    ``source/<chapter>/<chapter>.ipynb`` for every tagged chapter (or those named). The source
+    version is the chapter with each answer cell's solution filled in from
+    ``notebooks/solutions/`` between ``### BEGIN SOLUTION`` / ``### END SOLUTION``, and each
+    checker cell followed by a hidden test
     (``### BEGIN HIDDEN TESTS`` / ``assert check_x(...)``). In the student version nbgrader
     makes from it (``nbgrader generate_assignment``) the answer cells are the chapter's stubs
     again and the checker cells show the same friendly feedback as the chapter; when
@@ -187,7 +188,8 @@ def _with_solution(stub: str, solution: str) -> str:
     """The stub with the solution between nbgrader's markers, in place of its body."""
     stub_lines = [line for line in stub.splitlines() if line.strip() != STUB]
     sol_lines = solution.splitlines()
-    if stub_lines and stub_lines[0].startswith("def ") and sol_lines and sol_lines[0] == stub_lines[0]:
+    if (stub_lines and stub_lines[0].startswith("def ") and sol_lines
+            and sol_lines[0] == stub_lines[0]):
         body = sol_lines[1:]
         indent = re.match(r"\s*", next(line for line in body if line.strip())).group(0)
         return "\n".join([stub_lines[0], f"{indent}### BEGIN SOLUTION", *body,

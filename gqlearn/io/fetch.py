@@ -17,6 +17,7 @@ a connection failure is reported as such, with how to copy the wheel into the ca
 from __future__ import annotations
 
 import base64
+import contextlib
 import csv
 import hashlib
 import io
@@ -121,7 +122,8 @@ def network_failure(pip_output: str) -> str | None:
 
     >>> network_failure("Could not fetch URL https://pypi.org/simple/x/: connection error: "
     ...                 "HTTPSConnectionPool(...) (Caused by NewConnectionError('<...>: Failed "
-    ...                 "to establish a new connection: [Errno 111] Connection refused')) - skipping")
+    ...                 "to establish a new connection: [Errno 111] Connection refused')) "
+    ...                 "- skipping")
     'Connection refused'
     >>> network_failure("ERROR: No matching distribution found for x==1") is None
     True
@@ -320,10 +322,8 @@ def _largest_file(tmp: Path, final: Path) -> int:
     paths = [final] + [Path(d) / f for d, _, files in os.walk(tmp) for f in files]
     best = 0
     for path in paths:
-        try:
+        with contextlib.suppress(OSError):  # not there yet, or pip moved it meanwhile
             best = max(best, path.stat().st_size)
-        except OSError:  # not there yet, or pip moved it meanwhile
-            pass
     return best
 
 

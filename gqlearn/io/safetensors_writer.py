@@ -23,6 +23,7 @@ the temporary file created, before any tensor is written.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -145,7 +146,8 @@ class StreamingSafetensorsWriter:
     >>> from safetensors.numpy import load_file
     >>> path = os.path.join(tempfile.mkdtemp(), "a.safetensors")
     >>> a, b = np.arange(6, dtype=np.int8).reshape(2, 3), np.ones(2, np.float32)
-    >>> with StreamingSafetensorsWriter(path, [("a", a.dtype, a.shape), ("b", b.dtype, b.shape)]) as out:
+    >>> layout = [("a", a.dtype, a.shape), ("b", b.dtype, b.shape)]
+    >>> with StreamingSafetensorsWriter(path, layout) as out:
     ...     out.write("a", a)
     ...     out.write("b", b)
     >>> sorted(load_file(path))
@@ -265,15 +267,11 @@ class StreamingSafetensorsWriter:
 
     def abort(self) -> None:
         """Discard the temporary file; the destination is left as it was."""
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(self._tmp)  # before closing: the lock is held until the file is gone
-        except FileNotFoundError:
-            pass
         if not self._file.closed:
-            try:
+            with contextlib.suppress(OSError):  # flushing the buffer of a full disk fails again
                 self._file.close()
-            except OSError:  # flushing the buffer of a full disk fails again
-                pass
 
     def __enter__(self) -> StreamingSafetensorsWriter:
         return self

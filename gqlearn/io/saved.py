@@ -89,8 +89,8 @@ def file_layout(items: Sequence[TensorEntry], source: str, requested: int | str,
             if name + suffix in entries:
                 raise ValueError(f"cannot save: tensor names {name!r} and {name + suffix!r} "
                                  "would collide")
-    metadata = {"format": FORMAT if bits == 8 else FORMAT_PACKED, "gqlearn_version": __version__, "bits": str(bits),
-                "rounding": rounding, "reciprocal": str(reciprocal).lower(),
+    metadata = {"format": FORMAT if bits == 8 else FORMAT_PACKED, "gqlearn_version": __version__,
+                "bits": str(bits), "rounding": rounding, "reciprocal": str(reciprocal).lower(),
                 "group_size": str(requested), "policy": policy, "source": source,
                 "tensors": json.dumps(entries)}
     return layout, metadata

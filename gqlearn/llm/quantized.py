@@ -3,11 +3,11 @@ with :func:`gqlearn.qmatmul`.
 
 :func:`gqlearn.llm.fake_quantize_linear_weights` (the decoder chapter's "fake quantization")
 rounds each matrix and dequantizes it back to float32: the outputs are those of the quantized
-model, but the memory and the speed are the float model's.  :class:`QuantizedLlama` keeps the quantized
-values (packed below 8 bits) and the scales, and multiplies by them directly, so the resident
-weights shrink (int8 g=32: 8 + 1 bits per weight instead of 32) and decoding, which reads every
-weight once per token, reads fewer bytes.  It computes with the same float32 weights as the
-fake-quantized model, so its logits agree to float32 rounding.
+model, but the memory and the speed are the float model's.  :class:`QuantizedLlama` keeps the
+quantized values (packed below 8 bits) and the scales, and multiplies by them directly, so the
+resident weights shrink (int8 g=32: 8 + 1 bits per weight instead of 32) and decoding, which
+reads every weight once per token, reads fewer bytes.  It computes with the same float32
+weights as the fake-quantized model, so its logits agree to float32 rounding.
 
 Example::
 

@@ -8,6 +8,8 @@ re-exported here (``models.open_checkpoint``, ``models.load_quantized``, ...).
 ('attn_q', 128)
 """
 
+import numpy as np
+
 from ..group_size import parse_group_size, resolve_group_size
 from ..io.safetensors import (
     Checkpoint,
@@ -54,7 +56,7 @@ def load_sentences() -> dict:
     return json.loads((files("gqlearn") / "data" / "sentences.json").read_text("utf-8"))
 
 
-def load_reference_embeddings() -> tuple[list[str], "np.ndarray", dict]:
+def load_reference_embeddings() -> tuple[list[str], np.ndarray, dict]:
     """Reference embeddings of all-MiniLM-L6-v2 computed with sentence-transformers itself.
 
     Returns
@@ -71,8 +73,6 @@ def load_reference_embeddings() -> tuple[list[str], "np.ndarray", dict]:
     """
     import json
     from importlib.resources import files
-
-    import numpy as np
 
     doc = json.loads((files("gqlearn") / "data" / "minilm_reference_embeddings.json")
                      .read_text("utf-8"))
