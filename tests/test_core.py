@@ -104,7 +104,8 @@ def test_matches_independent_spec(case, rounding):
     np.testing.assert_array_equal(qt.scales, scales)
 
 
-@given(tensors(), st.integers(1, 4), st.integers(1, 700), st.sampled_from(["half_away", "half_even"]))
+@given(tensors(), st.integers(1, 4), st.integers(1, 700),
+       st.sampled_from(["half_away", "half_even"]))
 def test_thread_count_and_chunk_size_do_not_change_results(case, threads, chunk, rounding):
     w, gs, bits = case
     ref = quantize(w, gs, bits=bits, rounding=rounding, threads=1)

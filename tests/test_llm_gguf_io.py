@@ -98,7 +98,8 @@ def test_truncated_data_names_the_tensor(tmp_path: Path, f32_file: Path) -> None
     cut = tmp_path / "cut.gguf"
     cut.write_bytes(data[:len(data) - 1000])
     names = [name for name, _, _ in tensor_infos(f32_file)]
-    with pytest.raises(GGUFError, match=r"cut\.gguf: tensor '(.*?)' .*past the end.*truncated") as err:
+    with pytest.raises(GGUFError,
+                       match=r"cut\.gguf: tensor '(.*?)' .*past the end.*truncated") as err:
         open_gguf(cut)
     assert err.value.args[0].split("'")[1] in names
 

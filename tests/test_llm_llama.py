@@ -62,7 +62,8 @@ def hf_reference(cfg: LlamaConfig, w: dict[str, np.ndarray], ids: list[int]) -> 
         x = x + out.reshape(t_len, -1) @ w[p + "attn_output.weight"].T
         h = norm(x, w[p + "ffn_norm.weight"])
         g = h @ w[p + "ffn_gate.weight"].T
-        x = x + ((g / (1 + np.exp(-g))) * (h @ w[p + "ffn_up.weight"].T)) @ w[p + "ffn_down.weight"].T
+        x = x + (((g / (1 + np.exp(-g))) * (h @ w[p + "ffn_up.weight"].T))
+                 @ w[p + "ffn_down.weight"].T)
     return norm(x, w["output_norm.weight"]) @ w["token_embd.weight"].T
 
 
@@ -76,7 +77,8 @@ def to_gguf_layout(model: Llama) -> Llama:
     c = model.config
     perm = {}
     for i in range(c.n_layers):
-        perm[f"blk.{i}.attn_q.weight"] = hf_permute(model.weights[f"blk.{i}.attn_q.weight"], c.n_heads)
+        perm[f"blk.{i}.attn_q.weight"] = hf_permute(model.weights[f"blk.{i}.attn_q.weight"],
+                                                    c.n_heads)
         perm[f"blk.{i}.attn_k.weight"] = hf_permute(model.weights[f"blk.{i}.attn_k.weight"],
                                                     c.n_kv_heads)
     return model.with_weights(perm)

@@ -40,9 +40,11 @@ def test_metrics_match_a_direct_computation(w, gs):
     sig = np.sum(w.astype(np.float64) ** 2)
     if sig > 0 and np.sum(err ** 2) > 0:
         assert rep.sqnr_db == pytest.approx(10 * np.log10(sig / np.sum(err ** 2)), rel=1e-6)
-        assert rep.relative_frobenius_error == pytest.approx(np.sqrt(np.sum(err ** 2) / sig), rel=1e-6)
+        assert rep.relative_frobenius_error == pytest.approx(np.sqrt(np.sum(err ** 2) / sig),
+                                                             rel=1e-6)
     nz = w != 0
-    assert rep.zeroed_fraction == (np.count_nonzero(nz & (qt.values == 0)) / nz.sum() if nz.any() else 0)
+    assert rep.zeroed_fraction == (np.count_nonzero(nz & (qt.values == 0)) / nz.sum()
+                                   if nz.any() else 0)
 
 
 def test_metrics_do_not_depend_on_threads(rng):

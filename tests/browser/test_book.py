@@ -58,7 +58,8 @@ class _Page(HTMLParser):
             self.sources.append(a.get("src") or a.get("href"))
         if tag == "script" and a.get("type"):
             self.script_types.append(a["type"])
-        if tag == "img" and (a.get("src") or "").startswith(("data:image", "_images/", "../_images/")):
+        src = a.get("src") or ""
+        if tag == "img" and src.startswith(("data:image", "_images/", "../_images/")):
             self.images += 1
 
 

@@ -38,7 +38,8 @@ IDS = [p.relative_to(NOTEBOOKS).as_posix() for p in PATHS]
 MARK_ROOTS = """() => {
   let n = 0;
   for (const e of document.querySelectorAll('.jp-Notebook .jp-OutputArea-output')) {
-    if (e.querySelector(':scope > .jupyter-widgets') && !e.parentElement.closest('.jupyter-widgets'))
+    if (e.querySelector(':scope > .jupyter-widgets')
+        && !e.parentElement.closest('.jupyter-widgets'))
       e.setAttribute('data-test-root', n++);
   }
   return n;
@@ -69,12 +70,14 @@ FIND_CONTROLS = """root => {
     add(s.closest('.widget-inline-hbox') || s, 'select', s.disabled);
   for (const b of root.querySelectorAll('.widget-toggle-buttons')) if (outside(b))
     add(b, 'toggle-buttons', [...b.querySelectorAll('button')].every(x => x.disabled));
-  for (const b of root.querySelectorAll('button')) if (outside(b) && !b.closest('.widget-toggle-buttons'))
+  for (const b of root.querySelectorAll('button'))
+    if (outside(b) && !b.closest('.widget-toggle-buttons'))
     add(b, b.classList.contains('widget-toggle-button') ? 'toggle-button' : 'button', b.disabled);
   for (const i of root.querySelectorAll('input[type=checkbox]')) if (outside(i))
     add(i.closest('.widget-checkbox') || i, 'checkbox', i.disabled);
   for (const r of root.querySelectorAll('.widget-radio-box')) if (outside(r))
-    add(r.closest('.widget-radio') || r, 'radio', [...r.querySelectorAll('input')].every(x => x.disabled));
+    add(r.closest('.widget-radio') || r, 'radio',
+        [...r.querySelectorAll('input')].every(x => x.disabled));
   for (const i of root.querySelectorAll('input:not([type=checkbox]):not([type=radio]), textarea'))
     if (outside(i) && !i.closest('.widget-radio-box'))
       add(i.closest('.widget-inline-hbox') || i, 'text', i.disabled);
@@ -90,7 +93,8 @@ SNAPSHOT = """root => {
   const parts = [];
   for (const o of (outs.length ? outs : [root])) {
     parts.push(o.innerText);
-    for (const img of o.querySelectorAll('img')) parts.push(img.src.slice(0, 11) + img.src.length + ':' + img.src.slice(-200));
+    for (const img of o.querySelectorAll('img'))
+      parts.push(img.src.slice(0, 11) + img.src.length + ':' + img.src.slice(-200));
     for (const svg of o.querySelectorAll('svg')) parts.push(svg.outerHTML.length);
   }
   return parts.join('\\n');
@@ -107,13 +111,15 @@ def _idle(page) -> bool:
     """The kernel is idle: no cell running and no widget callback (the status bar's
     "| Idle" follows the kernel's own status messages, comm messages included)."""
     return (page.locator('.jp-Notebook-ExecutionIndicator[data-status="idle"]').count() > 0
-            and page.locator(".jp-StatusBar-TextItem", has_text=re.compile(r"\| Idle$")).count() > 0)
+            and page.locator(".jp-StatusBar-TextItem",
+                             has_text=re.compile(r"\| Idle$")).count() > 0)
 
 
 def _tracebacks(page) -> list[str]:
     texts = page.eval_on_selector_all(
         ".jp-Notebook .jp-OutputArea-output",
-        "els => els.map(e => e.innerText).filter(t => t.includes('Traceback (most recent call last)')"
+        "els => els.map(e => e.innerText)"
+        ".filter(t => t.includes('Traceback (most recent call last)')"
         " || /^\\w*(Error|Exception)\\b.*$/m.test(t) && t.includes('----> '))")
     return [t[-3000:] for t in texts]
 
@@ -173,7 +179,8 @@ class Widget:
         el.scroll_into_view_if_needed()
         if kind == "slider":
             handle = el.locator(".noUi-handle").first
-            value, top = (float(handle.get_attribute(a)) for a in ("aria-valuenow", "aria-valuemax"))
+            value, top = (float(handle.get_attribute(a))
+                          for a in ("aria-valuenow", "aria-valuemax"))
             readout = el.locator(".widget-readout")
             typed = readout.inner_text().strip() if readout.count() else ""
             before = self.snapshot()
