@@ -74,7 +74,7 @@ def check_rounding(rounding: object) -> str:
         raise ValueError(f"unknown rounding {rounding!r}; use 'half_away' (round half away from "
                          f"zero, like C's roundf and Rust's f32::round) or 'half_even' (numpy's "
                          f"rint, torch.round)")
-    return rounding  # type: ignore[return-value]
+    return rounding
 
 
 def nonfinite_error(w: np.ndarray, name: str = "w") -> ValueError:

@@ -11,7 +11,7 @@ import contextlib
 from collections.abc import Iterator
 from types import ModuleType
 
-__all__ = ["fused_kernels", "numba_threads"]
+__all__ = ["fused_kernels", "require_fused_kernels", "numba_threads"]
 
 _FUSED: ModuleType | None | bool = False  # False: not looked for yet
 
@@ -26,6 +26,14 @@ def fused_kernels() -> ModuleType | None:
             module = None
         _FUSED = module
     return _FUSED  # type: ignore[return-value]  # False was replaced above
+
+
+def require_fused_kernels() -> ModuleType:
+    """:func:`fused_kernels` for a caller that has chosen the numba backend."""
+    module = fused_kernels()
+    if module is None:
+        raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
+    return module
 
 
 @contextlib.contextmanager

@@ -29,13 +29,13 @@ and ``quantize(w, gs, rounding="half_even")`` gives llama2.c ``quantize_q80``'s 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from . import _parallel, packing
 from ._checks import as_weights, check_bits, check_group_size, check_rounding, nonfinite_error
-from ._numba import fused_kernels, numba_threads
+from ._numba import fused_kernels, numba_threads, require_fused_kernels
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
 
@@ -238,9 +238,9 @@ class QuantizedTensor:
                              f"{sorted(BASELINE_BITS)}") from None
         return baseline * self.size / (8 * self.nbytes)
 
-    def dequantize(self, **kwargs: object) -> np.ndarray:
+    def dequantize(self, **kwargs: Any) -> np.ndarray:
         """Same as :func:`gqlearn.dequantize` applied to this tensor."""
-        return dequantize(self, **kwargs)  # type: ignore[arg-type]
+        return dequantize(self, **kwargs)
 
     def __repr__(self) -> str:
         return (f"QuantizedTensor(shape={self.shape}, group_size={self.group_size}, "
@@ -487,7 +487,7 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
 
 def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
                     rounding: str, reciprocal: bool, threads: int, chunk: int) -> None:
-    kernel = fused_kernels().quantize_groups  # type: ignore[union-attr]
+    kernel = require_fused_kernels().quantize_groups
     half_even = rounding == "half_even"
     with numba_threads(threads):
         bits = scales.view(np.uint32)
@@ -555,7 +555,7 @@ def dequantize(qt: QuantizedTensor, *, threads: int | None = None,
     out = np.empty(values.shape, dtype=np.float32)
     if _pick_backend(backend, values.shape[0], threads) == "numba":
         with numba_threads(threads):
-            fused_kernels().dequantize_groups(values, scales, out)  # type: ignore[union-attr]
+            require_fused_kernels().dequantize_groups(values, scales, out)
         return out.reshape(qt.shape)
     blocks, _ = plan_blocks(values.shape[0], qt.group_size, chunk)
 

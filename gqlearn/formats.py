@@ -41,6 +41,7 @@ because llama.cpp uses it (see :func:`quantize_minmax`).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -75,7 +76,7 @@ def to_q8_0(qt: QuantizedTensor) -> np.ndarray:
     return blocks.reshape(*qt.shape[:-1], -1)
 
 
-def quantize_q8_0(w: np.ndarray, **kwargs: object) -> np.ndarray:
+def quantize_q8_0(w: np.ndarray, **kwargs: Any) -> np.ndarray:
     """Quantize ``w`` to Q8_0 bytes, identical to llama.cpp's ``quantize_row_q8_0``.
 
     Examples
@@ -85,7 +86,7 @@ def quantize_q8_0(w: np.ndarray, **kwargs: object) -> np.ndarray:
     >>> quantize_q8_0(w).shape
     (34,)
     """
-    qt = quantize(w, Q8_0_BLOCK, rounding="half_away", reciprocal=True, **kwargs)  # type: ignore[arg-type]
+    qt = quantize(w, Q8_0_BLOCK, rounding="half_away", reciprocal=True, **kwargs)
     return to_q8_0(qt)
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _parallel
 from ._checks import as_weights
-from ._numba import fused_kernels, numba_threads
+from ._numba import fused_kernels, numba_threads, require_fused_kernels
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from .core import QuantizedTensor
 
@@ -188,8 +188,8 @@ def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
     with np.errstate(over="ignore"):  # float64 beyond float32's range: reported after
         groups = groups.astype(np.float32, copy=False)
     with numba_threads(threads):
-        fused_kernels().group_errors(groups, values, scales,  # type: ignore[union-attr]
-                              gmax, gsq, gsig, gabs, zeroed, nonzero)
+        require_fused_kernels().group_errors(groups, values, scales,
+                                             gmax, gsq, gsig, gabs, zeroed, nonzero)
     return gmax, gsq, gsig, gabs, int(zeroed.sum()), int(nonzero.sum())
 
 

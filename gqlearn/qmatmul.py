@@ -19,6 +19,10 @@ additions is not fixed either).  Note: ``gqlearn.qmatmul`` is the function; this
 
 from __future__ import annotations
 
+import functools
+from types import ModuleType
+from typing import cast
+
 import numpy as np
 
 from . import _parallel, packing
@@ -35,17 +39,15 @@ QMATMUL_NUMBA_MAX_BATCH = 8
 # ``threads`` (SmolLM2's 0.3 to 0.9 M-weight matrices get one thread at batch 1).
 _WEIGHTS_PER_THREAD = 1 << 21
 
-_kernels: object = False
 
+@functools.cache
+def _qkernels() -> ModuleType | None:
+    """:mod:`gqlearn._qkernels`, or None without numba (looked up once)."""
+    if fused_kernels() is None:
+        return None
+    from . import _qkernels as module
 
-def _qkernels():
-    global _kernels
-    if _kernels is False:
-        _kernels = None
-        if fused_kernels() is not None:
-            from . import _qkernels
-            _kernels = _qkernels
-    return _kernels
+    return module
 
 
 def _pick(backend: str, batch: int) -> str:
@@ -172,8 +174,9 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
         threads = min(threads, max(1, qt.size * batch // _WEIGHTS_PER_THREAD))
         rows_per_task = max(1, -(-out_features // (8 * threads)))
         with numba_threads(threads):
-            _qkernels().qmatmul_rows(qt.packed, qt.scales, x2, qt.bits, qt.group_size,  # type: ignore[union-attr]
-                                     in_features, rows_per_task, out)
+            fused = cast(ModuleType, _qkernels())  # _pick chose numba: the kernels loaded
+            fused.qmatmul_rows(qt.packed, qt.scales, x2, qt.bits, qt.group_size,
+                               in_features, rows_per_task, out)
     elif batch:
         # "auto" decodes the blocks with the numba kernel when installed (same float32 values,
         # several times faster than numpy's unpack and multiply); "numpy" uses numpy only.

@@ -50,7 +50,7 @@ POINTS_FUNCTION, POINTS_VALUE = 2, 1
 
 CONFIG = '''\
 # nbgrader configuration of the gqlearn course (written by teach/nbgrader_release.py).
-c = get_config()  # noqa: F821
+c = get_config()  # noqa: F821 - nbgrader defines get_config() in its config files
 c.CourseDirectory.course_id = "gqlearn"
 # The stub a student sees in an answer cell: the chapter's own, which runs without an error.
 c.ClearSolutions.code_stub = {"python": "...  # your code here"}

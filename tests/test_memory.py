@@ -44,7 +44,7 @@ def test_linear_share_stated_in_the_docstring():
 def test_model_shape_is_frozen_and_validated():
     m = LLAMA2_CONFIGS["LLaMA-2 7B"]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        m.hidden = 1  # type: ignore[misc]
+        m.hidden = 1  # type: ignore[misc]  # the assignment must raise
     with pytest.raises(ValueError, match="n_heads"):
         ModelShape("x", 100, 200, 1, 3, 3, 10, False)
     with pytest.raises(ValueError, match="n_kv_heads"):
@@ -129,6 +129,6 @@ def test_memory_table_errors():
     with pytest.raises(ValueError, match="baseline"):
         memory_table(m, [128], baseline="int8")
     with pytest.raises(TypeError):
-        memory_table("LLaMA-2 7B", [128])  # type: ignore[arg-type]
+        memory_table("LLaMA-2 7B", [128])  # type: ignore[arg-type]  # a name, not a shape
     with pytest.raises(ValueError, match="group_size"):
         memory_table(m, [0])

@@ -43,7 +43,7 @@ class GGUFError(ModelFileError):
             super().__init__(file_or_message, message, tensor)
         else:
             ValueError.__init__(self, str(file_or_message))
-            self.file, self.tensor = None, tensor  # type: ignore[assignment]
+            self.file, self.tensor = None, tensor
 
 
 # gguf's GGUFReader reports a truncated tensor as numpy's "cannot reshape"; naming the tensor
@@ -65,7 +65,7 @@ def _reader_class() -> type:
 
         path: Path
 
-        @property  # type: ignore[override]
+        @property  # type: ignore[override]  # GGUFReader declares data as a plain attribute
         def data(self) -> np.ndarray:
             return self._data
 

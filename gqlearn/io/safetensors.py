@@ -74,6 +74,9 @@ class ModelFileError(ValueError):
         The tensor at fault, when there is one.
     """
 
+    file: Path | None  # None only for a GGUFError whose message already names the file
+    tensor: str | None
+
     def __init__(self, file: str | os.PathLike[str], message: str, tensor: str | None = None):
         self.file = Path(file)
         self.tensor = tensor

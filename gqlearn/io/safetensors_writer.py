@@ -63,8 +63,9 @@ def temp_prefix(path: Path) -> str:
 
 
 def _try_lock(fd: int) -> bool:
+    """Whether this process could lock ``fd`` (callers check first that fcntl exists)."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # type: ignore[union-attr]
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         return True
     except BlockingIOError:
         return False

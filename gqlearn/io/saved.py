@@ -74,7 +74,7 @@ def file_layout(items: Sequence[TensorEntry], source: str, requested: int | str,
     entries: dict[str, dict[str, object]] = {}
     for r in items:
         if r.quantized:
-            gs = int(r.group_size)  # type: ignore[arg-type]
+            gs = int(r.group_size)  # type: ignore[arg-type]  # a quantized entry has one
             scales = (1, 1) if per_tensor else (*r.shape[:-1], r.shape[-1] // gs)
             layout += [(r.name + ".values", *values_layout(r.shape, bits, per_tensor)),
                        (r.name + ".scales", np.dtype(np.float32), scales)]

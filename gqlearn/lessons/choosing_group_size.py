@@ -128,7 +128,7 @@ def check_scale_overhead(answer_gb: object) -> Feedback:
     if answer_gb is None:
         return wrong("answer is None: replace it with a number of GB.")
     try:
-        value = float(answer_gb)  # type: ignore[arg-type]
+        value = float(answer_gb)  # type: ignore[arg-type]  # any object: float() is the check
     except (TypeError, ValueError):
         return wrong(f"expected a number of GB, got {type(answer_gb).__name__}.")
     if close_enough(value, expected, rel=1e-3):

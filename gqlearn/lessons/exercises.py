@@ -45,7 +45,7 @@ def wrong(message: str) -> Feedback:
 def close_enough(answer: object, expected: float, rel: float = 1e-3, abs_: float = 0.0) -> bool:
     """Whether a numeric answer matches ``expected`` within a relative tolerance."""
     try:
-        value = float(answer)  # type: ignore[arg-type]
+        value = float(answer)  # type: ignore[arg-type]  # any object: float() is the check
     except (TypeError, ValueError):
         return False
     return bool(np.isclose(value, expected, rtol=rel, atol=abs_))

@@ -30,7 +30,8 @@ QMAX = 127
 
 def _per_tensor(w: Any, bits: int = 8, rounding: str = "half_away") -> tuple[np.ndarray, float]:
     w = np.asarray(w, dtype=np.float32)
-    qt = core.quantize(w.reshape(1, -1), w.size, bits=bits, rounding=rounding)  # type: ignore
+    qt = core.quantize(w.reshape(1, -1), w.size, bits=bits,
+                       rounding=rounding)  # type: ignore[arg-type]  # a str: quantize checks it
     return qt.values.reshape(w.shape), float(qt.scales.ravel()[0])
 
 

@@ -38,12 +38,13 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Protocol
 
 import numpy as np
 
 from ..core import dequantize, quantize
 from ..formats import dequantize_minmax, quantize_minmax
-from ..group_size import choose_group_size, setting_label
+from ..group_size import Policy, choose_group_size, setting_label
 from .llama import Llama
 
 __all__ = ["Setting", "FakeQuantizedWeights", "QuantRow", "QuantEvaluation",
@@ -116,7 +117,7 @@ class FakeQuantizedWeights:
 
 
 def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
-                                 include_embedding: bool = False, policy: str = "pow2",
+                                 include_embedding: bool = False, policy: Policy = "pow2",
                                  asymmetric: bool = False) -> FakeQuantizedWeights:
     """Quantize and dequantize every block matrix of ``model`` (and optionally the embedding).
 
@@ -157,7 +158,7 @@ def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None
             src, gs = w.reshape(1, -1), w.size
         else:
             src = w
-            gs = choose_group_size(w.shape[-1], group_size, policy)  # type: ignore[arg-type]
+            gs = choose_group_size(w.shape[-1], group_size, policy)
         sizes[name] = gs
         if asymmetric:
             mq = quantize_minmax(src, gs, bits=bits)
@@ -360,12 +361,18 @@ class QuantEvaluation:
         return self.table()
 
 
+class Decoder(Protocol):
+    """What :func:`evaluate_quantization` needs of a tokenizer (``tokenizers.Tokenizer``)."""
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str: ...
+
+
 def evaluate_quantization(model: Llama, ids: Sequence[int], *,
                           bits: Sequence[int] = (8, 4, 3),
                           group_sizes: Sequence[int | None] = (32, 64, None),
                           asymmetric: bool = False, baseline: tuple[str, float] = ("float", 32.0),
                           prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 8,
-                          stop_ids: Sequence[int] = (), tokenizer: object | None = None,
+                          stop_ids: Sequence[int] = (), tokenizer: Decoder | None = None,
                           include_embedding: bool = False,
                           progress: Callable[[str], None] | None = None) -> QuantEvaluation:
     """Perplexity, next-token agreement and KL for each (bits, group size) vs the float model.
@@ -437,13 +444,13 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
         del diff
         sample_ids = (m.generate(prompt_ids, max_new_tokens, stop_ids=stop_ids)
                       if prompt_ids is not None else [])
-        sample = (tokenizer.decode(sample_ids, skip_special_tokens=False)  # type: ignore
+        sample = (tokenizer.decode(sample_ids, skip_special_tokens=False)
                   if tokenizer is not None and sample_ids else "")
         agree = z.argmax(axis=1) == float_top
         rows.append(QuantRow(s, used, bpw, math.exp(nll), int(agree.sum()), n, max(kl, 0.0),
                              sample_ids, sample, tuple(int(j) for j in np.flatnonzero(~agree)),
                              baseline[0] if s.bits is None else ""))
         del m, z
-    prompt = (tokenizer.decode(list(prompt_ids), skip_special_tokens=False)  # type: ignore
+    prompt = (tokenizer.decode(list(prompt_ids), skip_special_tokens=False)
               if tokenizer is not None and prompt_ids is not None else "")
     return QuantEvaluation(rows, len(ids), prompt, margins)

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import packing
 from ..core import QuantizedTensor, quantize
-from ..group_size import choose_group_size
+from ..group_size import Policy, choose_group_size
 from ..qmatmul import qmatmul
 from .llama import Llama, LlamaConfig
 
@@ -78,7 +78,7 @@ class QuantizedLlama(Llama):
 
     @classmethod
     def from_model(cls, model: Llama, bits: int, group_size: int, *,
-                   include_embedding: bool = False, policy: str = "pow2",
+                   include_embedding: bool = False, policy: Policy = "pow2",
                    backend: str = "auto") -> QuantizedLlama:
         """Quantize every block matrix of ``model`` (and optionally the tied embedding).
 
@@ -120,7 +120,7 @@ class QuantizedLlama(Llama):
         quantized = {}
         for name in names:
             w = model.weights[name]
-            gs = choose_group_size(w.shape[-1], group_size, policy)  # type: ignore[arg-type]
+            gs = choose_group_size(w.shape[-1], group_size, policy)
             quantized[name] = quantize(w, gs, bits=bits)
         rest = {k: v for k, v in model.weights.items() if k not in quantized}
         return cls(model.config, rest, quantized, backend=backend)

@@ -45,7 +45,7 @@ class BertConfig:
     @classmethod
     def from_dict(cls, d: Mapping[str, object]) -> BertConfig:
         fields = cls.__dataclass_fields__
-        config = cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]
+        config = cls(**{k: d[k] for k in fields if k in d})  # type: ignore[arg-type]  # JSON values
         if config.hidden_act != "gelu":
             raise ValueError(f"only hidden_act='gelu' (exact erf GELU) is implemented, "
                              f"got {config.hidden_act!r}")

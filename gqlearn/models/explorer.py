@@ -27,12 +27,13 @@ import textwrap
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any, Protocol, TypedDict, TypeVar
 
 import numpy as np
 
 from .. import __version__
-from ..core import QuantizedTensor, dequantize, quantize
-from ..group_size import GroupSize, parse_group_size, resolve_group_size
+from ..core import QuantizedTensor, Rounding, dequantize, quantize
+from ..group_size import GroupSize, Policy, parse_group_size, resolve_group_size
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
 from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
@@ -54,7 +55,7 @@ ModelLike = str | os.PathLike | Checkpoint | Mapping[str, np.ndarray] | None
 
 
 def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,
-                    rounding: str = "half_away", policy: str = "pow2",
+                    rounding: Rounding = "half_away", policy: Policy = "pow2",
                     threads: int | None = None) -> QuantizedTensor:
     """Quantize one tensor along its last axis, backing off the group size if needed.
 
@@ -69,8 +70,7 @@ def quantize_tensor(w: np.ndarray, group_size: GroupSize, *, bits: int = 8,
     used = resolve_group_size(w.shape, group_size, policy)
     if parse_group_size(group_size) == "tensor":
         w = w.reshape(1, -1)
-    return quantize(w, used, bits=bits, rounding=rounding,  # type: ignore[arg-type]
-                    threads=threads)
+    return quantize(w, used, bits=bits, rounding=rounding, threads=threads)
 
 
 @dataclass(frozen=True)
@@ -209,7 +209,8 @@ class ExploreReport:
             "bits_per_quantized_weight": 8 * q_after / q_params if q_params else None,
             "sqnr_db": (10 * math.log10(signal / noise) if noise > 0 else None) if q else None,
             "max_abs_error": max((r.max_abs_error for r in q), default=None),
-            "mean_abs_error": (sum(r.mean_abs_error * r.size  # type: ignore[operator]
+            # quantized rows always have a mean error: `or 0.0` only narrows the type
+            "mean_abs_error": (sum((r.mean_abs_error or 0.0) * r.size
                                    for r in q) / q_params if q_params else None),
         }
 
@@ -241,8 +242,8 @@ class ExploreReport:
                 "tensors": [r.to_dict() for r in self.results], "by_role": self.by_role(),
                 "totals": self.totals, "notes": self.notes}
 
-    def to_json(self, **kwargs: object) -> str:
-        return json.dumps(self.to_dict(), **kwargs)  # type: ignore[arg-type]
+    def to_json(self, **kwargs: Any) -> str:
+        return json.dumps(self.to_dict(), **kwargs)
 
     def header(self, width: int = 100) -> str:
         """One line: which model, group size, bits, rounding and back-off policy."""
@@ -262,7 +263,7 @@ class ExploreReport:
         cells = [_row_cells(r, per_tensor) for r in rows]
         heads = ("tensor", "role", "shape", "type", "group", "max err", "SQNR", "zeroed",
                  "bytes", "after")
-        widths = [max([len(h)] + [len(c[i]) for c in cells  # type: ignore[arg-type]
+        widths = [max([len(h)] + [len(c[i] or "") for c in cells
                                   if c[6] is not None or i not in (4, 5, 6, 7)])
                   for i, h in enumerate(heads)]
         span = sum(widths[4:8]) + 3  # a kept row's reason spans group to zeroed
@@ -270,10 +271,10 @@ class ExploreReport:
         widths[0] = max(16, min(widths[0], width - rest))
 
         def line(c: Sequence[str | None]) -> str:
-            name = _shorten_middle(c[0], widths[0])  # type: ignore[arg-type]
+            name = _shorten_middle(str(c[0]), widths[0])
             left = [f"{name:<{widths[0]}}", f"{c[1]:<{widths[1]}}"]
             if c[6] is None:  # kept
-                why = c[5][:span]  # type: ignore[index]
+                why = str(c[5])[:span]
                 mid = [f"{c[2]:>{widths[2]}}", f"{c[3]:>{widths[3]}}", f"{why:>{span}}"]
             else:
                 mid = [f"{c[i]:>{widths[i]}}" for i in range(2, 8)]
@@ -373,13 +374,13 @@ def _row_cells(r: TensorResult, per_tensor: bool) -> list[str | None]:
         err, sqnr = "0", "exact"
     else:
         err, sqnr = f"{r.max_abs_error:.2e}", f"{r.sqnr_db:.2f}"
-    zeroed = 100 * r.zeroed_fraction  # type: ignore[operator]
+    zeroed = 100 * (r.zeroed_fraction or 0.0)  # never None on a quantized row
     return [r.name, r.role, shape, stored, group, err, sqnr,
             "100%" if zeroed >= 99.995 else f"{zeroed:.2f}%", before, after]
 
 
 def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
-             requested: GroupSize, **stored: object) -> TensorResult:
+             requested: GroupSize, stored_type: str, stored_bytes: int) -> TensorResult:
     rep = error_report(w.reshape(qt.shape), qt)
     return TensorResult(
         name=name, role=role, shape=tuple(w.shape), dtype=_dtype_name(w), quantized=True,
@@ -388,7 +389,26 @@ def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
         rms_error=math.sqrt(rep.mse), sqnr_db=rep.sqnr_db,
         zeroed_fraction=rep.zeroed_fraction, bytes_before=w.nbytes, bytes_after=qt.nbytes,
         sum_sq_error=rep.sum_sq_error, sum_sq_signal=rep.sum_sq_signal,
-        **stored)  # type: ignore[arg-type]
+        stored_type=stored_type, stored_bytes=stored_bytes)
+
+
+class _Stored(TypedDict):
+    """How the source file stores a tensor (:class:`TensorResult`'s last two fields)."""
+
+    stored_type: str
+    stored_bytes: int
+
+
+class _TensorSource(Protocol):
+    """What the explorer reads from a model: a checkpoint, a GGUF file or a dict of arrays."""
+
+    def keys(self) -> list[str]: ...
+    def get(self, name: str) -> np.ndarray: ...
+    def is_float(self, name: str) -> bool: ...
+    def shape(self, name: str) -> tuple[int, ...]: ...
+    def dtype_name(self, name: str) -> str: ...
+    def stored(self, name: str) -> _Stored: ...
+    def release(self) -> None: ...
 
 
 class _ArraySource:
@@ -413,7 +433,7 @@ class _ArraySource:
     def dtype_name(self, name: str) -> str:
         return _dtype_name(np.asarray(self._arrays[name]))
 
-    def stored(self, name: str) -> dict[str, object]:
+    def stored(self, name: str) -> _Stored:
         a = np.asarray(self._arrays[name])
         codes = {dt.name: code for code, dt in NUMPY_DTYPES.items()}
         return {"stored_type": codes.get(a.dtype.name, a.dtype.name), "stored_bytes": a.nbytes}
@@ -446,7 +466,7 @@ class _CheckpointSource:
                                             f"(it reads {', '.join(NUMPY_DTYPES)})", name)
         return dtype.name
 
-    def stored(self, name: str) -> dict[str, object]:
+    def stored(self, name: str) -> _Stored:
         info = self.ckpt.info(name)
         return {"stored_type": info.dtype, "stored_bytes": info.nbytes}
 
@@ -483,7 +503,7 @@ class _GGUFSource:
     def dtype_name(self, name: str) -> str:
         return "float32"
 
-    def stored(self, name: str) -> dict[str, object]:
+    def stored(self, name: str) -> _Stored:
         t = self.tensors[name]
         return {"stored_type": t.tensor_type.name, "stored_bytes": int(t.n_bytes)}
 
@@ -509,7 +529,7 @@ class _GGUFSource:
                 "float32, the 'type' column says how the file stores each tensor")
 
 
-def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
+def _open_source(model: ModelLike) -> tuple[_TensorSource, str, Callable[[], None]]:
     if model is None:
         ckpt = open_checkpoint(fetch_model("minilm"))
         return _CheckpointSource(ckpt), MODELS["minilm"].name, ckpt.close
@@ -528,7 +548,10 @@ def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
     return _CheckpointSource(ckpt), str(model), ckpt.close
 
 
-def _progress(items: list[str], enabled: bool | None, desc: str) -> Iterable[str]:
+_T = TypeVar("_T")
+
+
+def _progress(items: list[_T], enabled: bool | None, desc: str) -> Iterable[_T]:
     if enabled is None:
         enabled = sys.stderr.isatty()
     if not enabled:
@@ -538,7 +561,7 @@ def _progress(items: list[str], enabled: bool | None, desc: str) -> Iterable[str
 
 
 def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
-            rounding: str = "half_away", policy: str = "pow2",
+            rounding: Rounding = "half_away", policy: Policy = "pow2",
             roles: Sequence[str] | None = None, progress: bool | None = False,
             keep: bool = False, save: str | os.PathLike[str] | None = None,
             threads: int | None = None) -> ExploreReport:
@@ -604,13 +627,13 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             writer = StreamingSafetensorsWriter(
                 save, *file_layout(plan, label, requested, bits, rounding, policy))
         for p in _progress(plan, progress, "quantizing"):
-            w = source.get(p.name)  # type: ignore[attr-defined]
-            stored = source.stored(p.name)  # type: ignore[attr-defined]
+            w = source.get(p.name)
+            stored = source.stored(p.name)
             if not p.quantized:
                 results.append(TensorResult(p.name, p.role, p.shape, p.dtype, False,
                                             bytes_before=w.nbytes, bytes_after=w.nbytes,
                                             kept_because=p.kept_because,
-                                            **stored))  # type: ignore[arg-type]
+                                            **stored))
                 if keep:
                     kept[p.name] = w
                 if writer:
@@ -628,7 +651,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                 writer.write(p.name + ".values", stored_values(qt, p.shape))
                 writer.write(p.name + ".scales", qt.scales)
             del w, qt
-            source.release()  # type: ignore[attr-defined]
+            source.release()
         if writer:
             writer.close()
     except BaseException:
@@ -642,15 +665,15 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                          notes, getattr(source, "file_bytes", None))
 
 
-def _plan(source: object, requested: GroupSize, policy: str,
+def _plan(source: _TensorSource, requested: GroupSize, policy: Policy,
           roles: Sequence[str] | None) -> list[TensorEntry]:
     """Decide, from the headers alone, what happens to every tensor."""
     plan = []
-    for name in sorted(source.keys(), key=natural_key):  # type: ignore[attr-defined]
+    for name in sorted(source.keys(), key=natural_key):
         role = classify(name)
-        shape = tuple(source.shape(name))  # type: ignore[attr-defined]
-        is_float = source.is_float(name)  # type: ignore[attr-defined]
-        dtype = source.dtype_name(name)  # type: ignore[attr-defined]
+        shape = tuple(source.shape(name))
+        is_float = source.is_float(name)
+        dtype = source.dtype_name(name)
         if should_quantize(name, shape, is_float, roles):
             try:
                 used = resolve_group_size(shape, requested, policy)
@@ -665,7 +688,7 @@ def _plan(source: object, requested: GroupSize, policy: str,
 
 
 def fake_quantize(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int = 8,
-                  rounding: str = "half_away", policy: str = "pow2",
+                  rounding: Rounding = "half_away", policy: Policy = "pow2",
                   roles: Sequence[str] | None = None) -> dict[str, np.ndarray]:
     """Quantize-then-dequantize the selected tensors: float32 weights with quantization error.
 
