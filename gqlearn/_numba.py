@@ -8,24 +8,21 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 from collections.abc import Iterator
 from types import ModuleType
 
 __all__ = ["fused_kernels", "require_fused_kernels", "numba_threads"]
 
-_FUSED: ModuleType | None | bool = False  # False: not looked for yet
 
-
+@functools.cache
 def fused_kernels() -> ModuleType | None:
     """The :mod:`gqlearn._fused` module, or None without numba (looked up once)."""
-    global _FUSED
-    if _FUSED is False:
-        try:
-            from . import _fused as module
-        except ImportError:
-            module = None
-        _FUSED = module
-    return _FUSED  # type: ignore[return-value]  # False was replaced above
+    try:
+        from . import _fused as module
+    except ImportError:
+        return None
+    return module
 
 
 def require_fused_kernels() -> ModuleType:
