@@ -48,7 +48,7 @@ class GGUFError(ModelFileError):
 
 # gguf's GGUFReader reports a truncated tensor as numpy's "cannot reshape"; naming the tensor
 # needs a hook into its private ``_build_tensors``.  That is why pyproject.toml bounds gguf from
-# above: raise the bound only after tests/test_llm_gguf_io.py and tests/test_fuzz_files.py pass
+# above: raise the bound only after tests/test_io_gguf.py and tests/test_fuzz_files.py pass
 # with the new version.
 @functools.cache
 def _reader_class() -> type:
