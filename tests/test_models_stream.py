@@ -9,7 +9,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
-from gqlearn.models import explore, load_quantized
+from gqlearn.io import load_quantized
+from gqlearn.models import explore
 from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter, safetensors_dtype
 
 

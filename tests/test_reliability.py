@@ -24,7 +24,8 @@ from safetensors.numpy import load_file, save_file
 import gqlearn
 from gqlearn import _parallel
 from gqlearn.__main__ import main
-from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
+from gqlearn.io import ModelFileError, load_quantized, open_checkpoint
+from gqlearn.models import explore
 from gqlearn.models.explorer import save_quantized
 from gqlearn.io.safetensors import INDEX_NAME, read_header
 from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter

@@ -32,7 +32,7 @@ __all__ = ["GGUFError", "GGUFSource", "open_gguf", "as_reader", "read_metadata",
 class GGUFError(ModelFileError):
     """A GGUF file is truncated, malformed, or not the kind of model asked for.
 
-    A :class:`gqlearn.models.ModelFileError` (hence a ``ValueError``).  Raised as
+    A :class:`gqlearn.io.ModelFileError` (hence a ``ValueError``).  Raised as
     ``GGUFError(file, message, tensor=None)`` or, with the file already in the message,
     ``GGUFError(message)`` (then ``file`` is None).
     """

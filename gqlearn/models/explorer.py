@@ -518,7 +518,7 @@ def _open_source(model: ModelLike) -> tuple[object, str, Callable[[], None]]:
     if ckpt.metadata.get("format") in FORMATS:
         ckpt.close()
         raise ModelFileError(ckpt.path, "this is a model gqlearn already quantized; read it "
-                                        "with gqlearn.models.load_quantized, and explore the "
+                                        "with gqlearn.io.load_quantized, and explore the "
                                         f"original (its source: {ckpt.metadata.get('source')})")
     return _CheckpointSource(ckpt), str(model), ckpt.close
 
@@ -543,7 +543,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     ----------
     model : path, Checkpoint, mapping of arrays, or None
         A safetensors file, sharded index or directory (see
-        :func:`gqlearn.models.open_checkpoint`), a ``.gguf`` file (tensors dequantized to
+        :func:`gqlearn.io.open_checkpoint`), a ``.gguf`` file (tensors dequantized to
         float32; the report's notes say when they were stored quantized), an open checkpoint,
         a dict of arrays, or None for all-MiniLM-L6-v2 (fetched on first use).
     group_size : int, "row" or "tensor", default 128
@@ -564,7 +564,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         tensor is written as soon as it is quantized and the memory map is released after
         each, so memory stays bounded by a few times the largest tensor, not the model size.
         A target that cannot be written (a directory, a file as its folder, no permission)
-        raises :class:`gqlearn.models.SaveError` before any tensor is quantized; so does a
+        raises :class:`gqlearn.io.SaveError` before any tensor is quantized; so does a
         full disk, when it happens, leaving the target as it was.
     threads : int, optional
         Passed to :func:`gqlearn.quantize`.
