@@ -69,7 +69,7 @@ def test_parse_and_resolve_group_size():
 def test_setting_label_names_every_kind_of_setting():
     assert setting_label(8, 32) == "int8 g=32" and setting_label(8, "32") == "int8 g=32"
     assert setting_label(4, "per_channel") == "int4 per-row"
-    assert setting_label(3, "tensor") == setting_label(3, None) == "int3 per-tensor"
+    assert setting_label(3, "tensor") == "int3 per-tensor"
     assert setting_label(4, 64, asymmetric=True) == "int4 asym g=64"
     assert setting_label(4, "row") == "int4 per-row"
     assert setting_label(8, "per-tensor") == "int8 per-tensor"

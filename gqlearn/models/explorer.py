@@ -36,11 +36,9 @@ from ..group_size import GroupSize, choose_group_size, parse_group_size, resolve
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
 from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
-from ..io.safetensors_writer import StreamingSafetensorsWriter
-from ..io.saved import (FORMATS, QuantizedModel, TensorEntry, file_layout, load_quantized,
-                        natural_key, stored_values)
+from ..io.saved import FORMATS, SavedModelWriter, TensorEntry, natural_key
 from ..metrics import error_report
-from ..roles import ROLES, classify, layer_index, should_quantize
+from ..roles import ROLES, classify, keep_reason, layer_index
 
 __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "fake_quantize",
            "save_quantized"]
@@ -596,8 +594,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     try:
         plan = _plan(source, requested, policy, roles)
         if save is not None:
-            writer = StreamingSafetensorsWriter(
-                save, *file_layout(plan, label, requested, bits, rounding, policy))
+            writer = SavedModelWriter(save, plan, label, requested, bits, rounding, policy)
         for p in _progress(plan, progress, "quantizing"):
             w = source.get(p.name)  # type: ignore[attr-defined]
             stored = source.stored(p.name)  # type: ignore[attr-defined]
@@ -609,7 +606,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                 if keep:
                     kept[p.name] = w
                 if writer:
-                    writer.write(p.name, w)
+                    writer.write_kept(p.name, w)
                 continue
             try:
                 qt = quantize_tensor(w, requested, bits=bits, rounding=rounding, policy=policy,
@@ -620,8 +617,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             if keep:
                 quantized[p.name] = qt
             if writer:
-                writer.write(p.name + ".values", stored_values(qt, p.shape))
-                writer.write(p.name + ".scales", qt.scales)
+                writer.write_quantized(p.name, qt, p.shape)
             del w, qt
             source.release()  # type: ignore[attr-defined]
         if writer:
@@ -646,15 +642,14 @@ def _plan(source: object, requested: GroupSize, policy: str,
         shape = tuple(source.shape(name))  # type: ignore[attr-defined]
         is_float = source.is_float(name)  # type: ignore[attr-defined]
         dtype = source.dtype_name(name)  # type: ignore[attr-defined]
-        if should_quantize(name, shape, is_float, roles):
+        why = keep_reason(name, shape, is_float, roles)
+        if why is None:
             try:
                 used = resolve_group_size(shape, requested, policy)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
             plan.append(TensorEntry(name, role, shape, dtype, True, used, None))
         else:
-            why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
-                   else "1-D" if len(shape) < 2 else "role not selected")
             plan.append(TensorEntry(name, role, shape, dtype, False, None, why))
     return plan
 
@@ -699,17 +694,13 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
         raise ValueError("the report holds no tensors; call explore(..., keep=True) or "
                          "explore(..., save=path)")
     reciprocal = any(qt.reciprocal for qt in report.quantized.values())
-    layout, metadata = file_layout(report.results, report.source, report.group_size,
-                                            report.bits, report.rounding, report.policy,
-                                            reciprocal)
-    with StreamingSafetensorsWriter(path, layout, metadata) as out:
+    with SavedModelWriter(path, report.results, report.source, report.group_size, report.bits,
+                          report.rounding, report.policy, reciprocal) as out:
         for r in report.results:
             if r.quantized:
-                qt = report.quantized[r.name]
-                out.write(r.name + ".values", stored_values(qt, r.shape))
-                out.write(r.name + ".scales", qt.scales)
+                out.write_quantized(r.name, report.quantized[r.name], r.shape)
             else:
-                out.write(r.name, report.kept[r.name])
+                out.write_kept(r.name, report.kept[r.name])
     return Path(path)
 
 
