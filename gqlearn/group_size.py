@@ -162,14 +162,14 @@ def resolve_group_size(shape: Sequence[int], requested: GroupSize,
     return choose_group_size(int(shape[-1]), int(requested), policy)
 
 
-def setting_label(bits: int, group_size: GroupSize | None, *, asymmetric: bool = False) -> str:
+def setting_label(bits: int, group_size: GroupSize, *, asymmetric: bool = False) -> str:
     """The course's one name for a quantization setting, as tables and plots print it.
 
     Parameters
     ----------
     bits : int
-    group_size : int, "row", "tensor" or None
-        Anything :func:`parse_group_size` reads; None means per-tensor (one scale per matrix).
+    group_size : int, "row" or "tensor"
+        Anything :func:`parse_group_size` reads.
     asymmetric : bool, default False
         A minimum and a step per group (:func:`gqlearn.formats.quantize_minmax`): adds ``asym``.
 
@@ -177,10 +177,10 @@ def setting_label(bits: int, group_size: GroupSize | None, *, asymmetric: bool =
     --------
     >>> setting_label(8, 128), setting_label(4, "row"), setting_label(8, "tensor")
     ('int8 g=128', 'int4 per-row', 'int8 per-tensor')
-    >>> setting_label(4, None), setting_label(4, 32, asymmetric=True)
-    ('int4 per-tensor', 'int4 asym g=32')
+    >>> setting_label(4, 32, asymmetric=True)
+    'int4 asym g=32'
     """
-    g = "tensor" if group_size is None else parse_group_size(group_size)
+    g = parse_group_size(group_size)
     grouping = "per-tensor" if g == "tensor" else "per-row" if g == "row" else f"g={g}"
     return f"int{bits} " + ("asym " if asymmetric else "") + grouping
 

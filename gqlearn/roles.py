@@ -42,7 +42,7 @@ import re
 from collections.abc import Sequence
 
 __all__ = ["ROLES", "LINEAR_ROLES", "KEPT_ROLES", "LLAMA_BLOCK_ROLES", "GGUF_NAMES", "gguf_name",
-           "classify", "layer_index", "should_quantize", "short_name"]
+           "keep_reason", "classify", "layer_index", "should_quantize", "short_name"]
 
 LINEAR_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_gate", "mlp_up",
                 "mlp_down")
@@ -158,9 +158,12 @@ def layer_index(name: str) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def should_quantize(name: str, shape: Sequence[int], is_float: bool = True,
-                    roles: Sequence[str] | None = None) -> bool:
-    """Whether a tensor gets quantized: a float matrix whose role is not a norm or bias.
+def keep_reason(name: str, shape: Sequence[int], is_float: bool = True,
+                roles: Sequence[str] | None = None) -> str | None:
+    """Why a tensor stays unquantized, or None if it gets quantized.
+
+    A tensor is quantized when it is a float matrix whose role is not a norm or a bias (and,
+    if ``roles`` is given, one of those roles).
 
     Parameters
     ----------
@@ -171,17 +174,38 @@ def should_quantize(name: str, shape: Sequence[int], is_float: bool = True,
     roles : sequence of str, optional
         Quantize only these roles (default: every role except ``norm`` and ``bias``).
 
-    >>> should_quantize("encoder.layer.0.attention.self.query.weight", (384, 384))
+    Returns
+    -------
+    str or None
+        ``"integer buffer"``, ``"norm"``, ``"bias"``, ``"1-D"`` or ``"role not selected"``.
+
+    >>> keep_reason("encoder.layer.0.attention.self.query.weight", (384, 384)) is None
     True
-    >>> should_quantize("encoder.layer.0.attention.self.query.bias", (384,))
-    False
-    >>> should_quantize("embeddings.word_embeddings.weight", (30522, 384), roles=["attn_q"])
-    False
+    >>> keep_reason("encoder.layer.0.attention.self.query.bias", (384,))
+    'bias'
+    >>> keep_reason("embeddings.word_embeddings.weight", (30522, 384), roles=["attn_q"])
+    'role not selected'
     """
     role = classify(name)
-    if not is_float or len(shape) < 2 or role in KEPT_ROLES:
-        return False
-    return roles is None or role in roles
+    if not is_float:
+        return "integer buffer"
+    if role in KEPT_ROLES:
+        return role
+    if len(shape) < 2:
+        return "1-D"
+    return None if roles is None or role in roles else "role not selected"
+
+
+def should_quantize(name: str, shape: Sequence[int], is_float: bool = True,
+                    roles: Sequence[str] | None = None) -> bool:
+    """Whether a tensor gets quantized: :func:`keep_reason` gives no reason to keep it.
+
+    >>> should_quantize("encoder.layer.0.attention.self.query.weight", (384, 384))
+    True
+    >>> should_quantize("encoder.layer.0.output.LayerNorm.weight", (384,))
+    False
+    """
+    return keep_reason(name, shape, is_float, roles) is None
 
 
 def short_name(name: str) -> str:

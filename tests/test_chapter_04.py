@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn import models, synthetic
+from gqlearn import models, roles, synthetic
+from gqlearn.io import open_checkpoint
 
 SHAPE = (512, 4096)
 GROUP_SIZES = [4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
@@ -77,7 +78,7 @@ def test_four_bits_cost_about_25_db(sweep):
 
 @pytest.fixture(scope="module")
 def minilm(minilm_dir):
-    ckpt = models.open_checkpoint(minilm_dir)
+    ckpt = open_checkpoint(minilm_dir)
     enc = models.SentenceEncoder.from_pretrained(minilm_dir, dtype=np.float64)
     data = models.load_sentences()
     texts = [s["text"] for s in data["corpus"] + data["queries"]]
@@ -86,7 +87,7 @@ def minilm(minilm_dir):
 
 def _cos(minilm, bits, g):
     ckpt, enc, texts, ref = minilm
-    weights = models.fake_quantize(ckpt, g, bits=bits, roles=models.LINEAR_ROLES)
+    weights = models.fake_quantize(ckpt, g, bits=bits, roles=roles.LINEAR_ROLES)
     n_scales = sum(w.size // (w.shape[-1] if g == "row" else g) for w in weights.values())
     bpw = bits + 32 * n_scales / sum(w.size for w in weights.values())
     return bpw, float(models.cosine_similarity(ref, enc.with_weights(weights).encode(texts)).mean())
@@ -104,7 +105,7 @@ def test_model_knee_at_128(minilm):
     assert prices[2] > DB_PER_BIT + 0.2
     assert _knee(curve) == 128
     widths = sorted({minilm[0].info(n).shape[-1] for n in minilm[0]
-                     if models.classify(n) in models.LINEAR_ROLES})
+                     if roles.classify(n) in roles.LINEAR_ROLES})
     assert widths == [384, 1536]
 
 

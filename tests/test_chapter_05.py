@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn import models
+from gqlearn import models, roles
+from gqlearn.group_size import setting_label
+from gqlearn.io import open_checkpoint
 from gqlearn.lessons import encoder as E
 
 BERT_LINEAR = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
@@ -12,7 +14,7 @@ BERT_LINEAR = ("attn_q", "attn_k", "attn_v", "attn_o", "mlp_up", "mlp_down")
 
 @pytest.fixture(scope="module")
 def ckpt(minilm_dir):
-    return models.open_checkpoint(minilm_dir)
+    return open_checkpoint(minilm_dir)
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +27,15 @@ def table(ckpt):
 
 def test_model_facts(ckpt):
     assert ckpt.n_parameters == 22_713_728
-    emb = sum(i.size for i in ckpt.infos() if models.classify(i.name) == "embedding")
-    lin = sum(i.size for i in ckpt.infos() if models.classify(i.name) in BERT_LINEAR)
+    emb = sum(i.size for i in ckpt.infos() if roles.classify(i.name) == "embedding")
+    lin = sum(i.size for i in ckpt.infos() if roles.classify(i.name) in BERT_LINEAR)
     assert 0.45 < emb / ckpt.n_parameters < 0.55 and lin < emb  # "about half"
-    assert models.should_quantize("encoder.layer.0.output.LayerNorm.weight", (384,), True) is False
+    assert roles.should_quantize("encoder.layer.0.output.LayerNorm.weight", (384,), True) is False
 
 
 def test_distributions(ckpt):
     def stats(role):
-        w = np.concatenate([ckpt[n].ravel() for n in ckpt if models.classify(n) == role
+        w = np.concatenate([ckpt[n].ravel() for n in ckpt if roles.classify(n) == role
                             and ckpt.info(n).ndim == 2]).astype(np.float64)
         return np.abs(w).max() / w.std(), np.mean(((w - w.mean()) / w.std()) ** 4)
 
@@ -55,7 +57,7 @@ def test_extreme_mlp_down_columns_share_a_row(ckpt):
     # "The columns differ, but in most layers the row is the same" (the top recurring dimension)
     found = []
     for name in ckpt:
-        if models.classify(name) == "mlp_down":
+        if roles.classify(name) == "mlp_down":
             w = np.abs(ckpt[name])
             c = w.max(axis=0).argmax()
             found.append((int(c), int(w[:, c].argmax())))
@@ -114,12 +116,12 @@ def search(minilm_dir, ckpt):
     out = {"float_margin": np.min(np.sort(s0, axis=1)[:, -1] - np.sort(s0, axis=1)[:, -2])}
     for bits, g in [(8, 32), (8, 128), (8, "tensor"), (4, 32), (4, "tensor")]:
         quant = enc.with_weights(models.fake_quantize(ckpt, g, bits=bits,
-                                                      roles=models.LINEAR_ROLES))
+                                                      roles=roles.LINEAR_ROLES))
         c, q = quant.encode(corpus), quant.encode(queries)
         cos = models.cosine_similarity(np.vstack([c0, q0]), np.vstack([c, q]))
         s = q @ c.T
         top2 = np.sort(s, axis=1)[:, -2:]
-        out[E.setting_label(bits, g)] = (cos.mean(), int(np.sum(s.argmax(1) == s0.argmax(1))),
+        out[setting_label(bits, g)] = (cos.mean(), int(np.sum(s.argmax(1) == s0.argmax(1))),
                                          float(np.min(top2[:, 1] - top2[:, 0])))
     down = enc.with_weights(models.fake_quantize(ckpt, "tensor", bits=8, roles=["mlp_down"]))
     out["mlp_down only"] = models.cosine_similarity(
@@ -145,7 +147,7 @@ def test_search_claims(search):
 def test_memory_claims(ckpt):
     from gqlearn.memory import LLAMA2_CONFIGS, memory_table
 
-    linear = models.explore(ckpt, 128, roles=models.LINEAR_ROLES).totals
+    linear = models.explore(ckpt, 128, roles=roles.LINEAR_ROLES).totals
     everything = models.explore(ckpt, 128).totals
     assert everything["compression_ratio"] > 2 * linear["compression_ratio"]
     for shape in LLAMA2_CONFIGS.values():

@@ -40,7 +40,7 @@ def setup():
 def evaluation(setup):
     model, _, ids = setup
     return llm.evaluate_quantization(model, ids, bits=(8, 4, 3),
-                                     group_sizes=(32, 64, 128, None),
+                                     group_sizes=(32, 64, 128, "tensor"),
                                      baseline=("Q4_1 file", D.ggml_bits_per_weight("Q4_1")))
 
 

@@ -18,8 +18,8 @@ from safetensors.numpy import save_file
 import gqlearn
 from gqlearn.__main__ import main
 from gqlearn.io import fetch as fetch_module
+from gqlearn.io import load_quantized
 from gqlearn.io.fetch import MODELS, PinnedWheel, fetch_model
-from gqlearn.models import load_quantized
 
 from models_helpers import make_sharded_bf16
 

@@ -4,7 +4,7 @@ Valid safetensors files, sharded indexes, GGUF files and gqlearn's saved quantiz
 mutated at random (truncation, byte flips, 32/64-bit counts overwritten with extreme values,
 header and metadata JSON edits: wrong types, huge or negative numbers, escaping shard names,
 deep nesting), and read back.  Every outcome must be a correct load (each tensor of the
-dtype and shape its header declares) or :class:`gqlearn.models.ModelFileError`; never another
+dtype and shape its header declares) or :class:`gqlearn.io.ModelFileError`; never another
 exception, and never a peak allocation (tracemalloc) beyond a small multiple of the file's
 size.  The command line's contract is checked over a corpus of bad files: exit status 1, one
 line on stderr naming the file, no traceback.
@@ -30,10 +30,11 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from safetensors.numpy import save_file
 
+from gqlearn.io import ModelFileError, load_quantized, open_checkpoint
 from gqlearn.io.gguf import iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
 from gqlearn.io.safetensors import INDEX_NAME
 from gqlearn.llm import Llama, LlamaConfig, read_llama_config
-from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
+from gqlearn.models import explore
 
 from gguf_writer import save_llama_gguf
 

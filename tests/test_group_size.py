@@ -1,6 +1,6 @@
 import pytest
 
-from gqlearn import choose_group_size, halving_sequence, models
+from gqlearn import choose_group_size, halving_sequence
 from gqlearn.group_size import parse_group_size, resolve_group_size, setting_label
 
 WIDTHS = [288, 384, 576, 768, 896, 2048, 4096, 4864, 5120, 11008, 13824, 14336, 28672]
@@ -65,15 +65,14 @@ def test_parse_and_resolve_group_size():
     assert resolve_group_size((384, 384), 256, "divisor") == 192
     assert resolve_group_size((384, 384), 300, "halve") == 4  # 300, 150, 75, 37, 18, 9, 4
     assert resolve_group_size((7, 384), "tensor") == 7 * 384
-    # gqlearn.models keeps re-exporting them for the notebooks and older code
-    assert models.parse_group_size is parse_group_size
-    assert models.resolve_group_size is resolve_group_size
 
 
 def test_setting_label_names_every_kind_of_setting():
     assert setting_label(8, 32) == "int8 g=32" and setting_label(8, "32") == "int8 g=32"
     assert setting_label(4, "per_channel") == "int4 per-row"
-    assert setting_label(3, "tensor") == setting_label(3, None) == "int3 per-tensor"
+    assert setting_label(3, "tensor") == "int3 per-tensor"
     assert setting_label(4, 64, asymmetric=True) == "int4 asym g=64"
+    assert setting_label(4, "row") == "int4 per-row"
+    assert setting_label(8, "per-tensor") == "int8 per-tensor"
     with pytest.raises(ValueError, match="group size"):
         setting_label(8, 0)

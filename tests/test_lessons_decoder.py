@@ -79,8 +79,8 @@ def test_baseline_grid_table_on_q4_1_weights(q4_model: Llama) -> None:
 @pytest.fixture(scope="module")
 def tiny_eval() -> QuantEvaluation:
     model = Llama.random(CFG, seed=4)
-    return evaluate_quantization(model, list(range(40)), bits=(8, 4), group_sizes=(32, 128, None),
-                                 baseline=("Q4_1 file", 5.0))
+    return evaluate_quantization(model, list(range(40)), bits=(8, 4),
+                                 group_sizes=(32, 128, "tensor"), baseline=("Q4_1 file", 5.0))
 
 
 def test_plot_quality(tiny_eval: QuantEvaluation) -> None:
@@ -91,7 +91,7 @@ def test_plot_quality(tiny_eval: QuantEvaluation) -> None:
     assert zoom.get_yscale() == "linear" and full.get_yscale() == "log"
     # the zoom panel leaves per-tensor out: its points would squash the useful range
     zoom_y = np.concatenate([line.get_ydata() for line in zoom.lines[:-1]])
-    grouped = [r.perplexity for r in tiny_eval.rows[1:] if r.setting.group_size is not None]
+    grouped = [r.perplexity for r in tiny_eval.rows[1:] if r.setting.group_size != "tensor"]
     assert sorted(zoom_y) == sorted(grouped)
     assert [t.get_text() for t in full.get_xticklabels()] == ["32", "128", "per-tensor"]
     assert zoom.get_legend_handles_labels()[1] == ["int8", "int4", "Q4_1 file (baseline)"]

@@ -8,24 +8,22 @@ import numpy as np
 import pytest
 
 import gqlearn
-from gqlearn import models
+from gqlearn import (
+    models,
+    roles,
+)
+from gqlearn.io import open_checkpoint
 from gqlearn.lessons import encoder as E
 
 
 @pytest.fixture(scope="module")
 def ckpt(minilm_dir):
-    return models.open_checkpoint(minilm_dir)
+    return open_checkpoint(minilm_dir)
 
 
 @pytest.fixture(scope="module")
 def rows(ckpt):
     return E.sweep_linear_layers(ckpt, group_sizes=(128, 256, "tensor"), bits=(8, 4))
-
-
-def test_setting_label():
-    assert E.setting_label(8, 32) == "int8 g=32"
-    assert E.setting_label(4, "row") == "int4 per-row"
-    assert E.setting_label(8, "per-tensor") == "int8 per-tensor"
 
 
 def test_recurring_channels(ckpt):
@@ -136,7 +134,7 @@ def test_check_count_zeroed():
 def test_check_linear_bytes(ckpt):
     n = 10_616_832
     right = n * 6 // 8 + 4 * (n // 48)
-    report = models.explore(ckpt, 48, bits=6, roles=models.LINEAR_ROLES)
+    report = models.explore(ckpt, 48, bits=6, roles=roles.LINEAR_ROLES)
     assert right == sum(r.bytes_after for r in report.results if r.quantized)
     assert E.check_linear_bytes(right, ckpt)
     assert not E.check_linear_bytes(None, ckpt)

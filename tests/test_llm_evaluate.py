@@ -59,13 +59,13 @@ def test_next_token_agreement() -> None:
 def test_setting_labels() -> None:
     assert Setting().label == "float"
     assert Setting(8, 32).label == "int8 g=32"
-    assert Setting(3, None).label == "int3 per-tensor"
+    assert Setting(3, "tensor").label == "int3 per-tensor"
     assert Setting(4, 32, asymmetric=True).label == "int4 asym g=32"
 
 
 def test_row_label_shows_backed_off_group_sizes(tiny: Llama) -> None:
     ids = list(range(12))
-    ev = evaluate_quantization(tiny, ids, bits=(8,), group_sizes=(32, 64, None),
+    ev = evaluate_quantization(tiny, ids, bits=(8,), group_sizes=(32, 64, "tensor"),
                                baseline=("Q4_1 file", 5.0))
     assert [r.label for r in ev.rows] == ["Q4_1 file", "int8 g=32\u219216/32",
                                           "int8 g=64\u219216/32", "int8 per-tensor"]
@@ -85,7 +85,7 @@ def test_asymmetric_weights_use_minmax(tiny: Llama) -> None:
     down = sum(tiny.weights[k].size for k in tiny.linear_names() if "ffn_down" in k)
     # float16 minimum and step per group: 32 bits per group
     assert qw.bits_per_weight == pytest.approx(4 + 32 * ((n - down) / 16 + down / 32) / n)
-    pt = fake_quantize_linear_weights(tiny, 4, None, asymmetric=True)
+    pt = fake_quantize_linear_weights(tiny, 4, "tensor", asymmetric=True)
     assert pt.group_sizes["blk.0.attn_q.weight"] == tiny.weights["blk.0.attn_q.weight"].size
     ev = evaluate_quantization(tiny, list(range(20)), bits=(4,), group_sizes=(32,),
                                asymmetric=True)
@@ -113,7 +113,7 @@ def test_fake_quantize_linear_weights_back_off_and_cost(tiny: Llama, bits: int) 
 
 
 def test_per_tensor_and_embedding(tiny: Llama) -> None:
-    qw = fake_quantize_linear_weights(tiny, 8, None)
+    qw = fake_quantize_linear_weights(tiny, 8, "tensor")
     w = tiny.weights["blk.0.ffn_gate.weight"]
     assert qw.group_sizes["blk.0.ffn_gate.weight"] == w.size
     scale = np.abs(w).max() / 127
@@ -126,7 +126,7 @@ def test_per_tensor_and_embedding(tiny: Llama) -> None:
 def test_evaluate_on_a_tiny_model(tiny: Llama) -> None:
     ids = list(np.random.default_rng(1).integers(0, CFG.vocab_size, 40))
     seen = []
-    ev = evaluate_quantization(tiny, ids, bits=(8, 2), group_sizes=(32, None),
+    ev = evaluate_quantization(tiny, ids, bits=(8, 2), group_sizes=(32, "tensor"),
                                prompt_ids=[1, 2, 3], max_new_tokens=4, progress=seen.append)
     assert isinstance(ev, QuantEvaluation)
     assert seen == ["float", "int8 g=32", "int8 per-tensor", "int2 g=32", "int2 per-tensor"]

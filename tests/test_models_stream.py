@@ -9,8 +9,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 
+from gqlearn.io import load_quantized
 from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter, safetensors_dtype
-from gqlearn.models import load_quantized
 
 
 def test_writer_output_reads_back_with_safetensors(tmp_path, rng):

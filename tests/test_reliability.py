@@ -23,9 +23,10 @@ from safetensors.numpy import load_file, save_file
 import gqlearn
 from gqlearn import _parallel
 from gqlearn.__main__ import main
+from gqlearn.io import ModelFileError, load_quantized, open_checkpoint
 from gqlearn.io.safetensors import INDEX_NAME, read_header
 from gqlearn.io.safetensors_writer import StreamingSafetensorsWriter
-from gqlearn.models import ModelFileError, explore, load_quantized, open_checkpoint
+from gqlearn.models import explore
 
 F32_MAX = float(np.finfo(np.float32).max)
 BACKENDS = gqlearn.available_backends()

@@ -32,7 +32,7 @@ __all__ = ["GGUFError", "GGUFSource", "open_gguf", "as_reader", "read_metadata",
 class GGUFError(ModelFileError):
     """A GGUF file is truncated, malformed, or not the kind of model asked for.
 
-    A :class:`gqlearn.models.ModelFileError` (hence a ``ValueError``).  Raised as
+    A :class:`gqlearn.io.ModelFileError` (hence a ``ValueError``).  Raised as
     ``GGUFError(file, message, tensor=None)`` or, with the file already in the message,
     ``GGUFError(message)`` (then ``file`` is None).
     """
@@ -48,7 +48,7 @@ class GGUFError(ModelFileError):
 
 # gguf's GGUFReader reports a truncated tensor as numpy's "cannot reshape"; naming the tensor
 # needs a hook into its private ``_build_tensors``.  That is why pyproject.toml bounds gguf from
-# above: raise the bound only after tests/test_llm_gguf_io.py and tests/test_fuzz_files.py pass
+# above: raise the bound only after tests/test_io_gguf.py and tests/test_fuzz_files.py pass
 # with the new version.
 @functools.cache
 def _reader_class() -> type:

@@ -198,6 +198,13 @@ def read_header(path: str | os.PathLike[str]) -> tuple[dict[str, TensorInfo], di
     FileNotFoundError
         If the file does not exist.
     """
+    # The safetensors library checks these things too when it opens a file, and it stays the
+    # authority: Checkpoint.get reads every tensor through it.  We check them first, without
+    # mapping the file, because its errors are unclear for a learner.  They name neither the
+    # file nor, mostly, the tensor ("MetadataIncompleteBuffer", "InvalidOffset"), and they
+    # cannot say which of a sharded checkpoint's files is damaged.  Two checks are ours
+    # alone: refusing pickles, and the bounds on shapes (MAX_DIMS) that keep a hostile header
+    # from costing memory.
     path = Path(path)
     if path.suffix.lower() in PICKLE_SUFFIXES:
         raise PickleRefusedError(path)

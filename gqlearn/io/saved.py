@@ -27,9 +27,10 @@ import numpy as np
 from .. import __version__, packing
 from ..core import QuantizedTensor, dequantize
 from .safetensors import Checkpoint, ModelFileError, check_shape, parse_json, read_header
+from .safetensors_writer import StreamingSafetensorsWriter
 
-__all__ = ["FORMAT", "FORMAT_PACKED", "FORMATS", "TensorEntry", "file_layout", "values_layout",
-           "stored_values", "QuantizedModel", "load_quantized", "natural_key"]
+__all__ = ["FORMAT", "FORMAT_PACKED", "FORMATS", "TensorEntry", "SavedModelWriter",
+           "QuantizedModel", "load_quantized", "natural_key"]
 
 FORMAT = "gqlearn.quantized.v1"
 # Sub-8-bit values stored packed (gqlearn.packing: eight values in ``bits`` bytes along the last
@@ -60,7 +61,7 @@ class TensorEntry:
     kept_because: str | None
 
 
-def file_layout(items: Sequence[TensorEntry], source: str, requested: int | str, bits: int,
+def _file_layout(items: Sequence[TensorEntry], source: str, requested: int | str, bits: int,
                 rounding: str, policy: str, reciprocal: bool = False
                 ) -> tuple[list[tuple[str, np.dtype, tuple[int, ...]]], dict[str, str]]:
     """The saved file's tensors (name, dtype, shape), in order, and its metadata.
@@ -76,7 +77,7 @@ def file_layout(items: Sequence[TensorEntry], source: str, requested: int | str,
         if r.quantized:
             gs = int(r.group_size)  # type: ignore[arg-type]  # a quantized entry has one
             scales = (1, 1) if per_tensor else (*r.shape[:-1], r.shape[-1] // gs)
-            layout += [(r.name + ".values", *values_layout(r.shape, bits, per_tensor)),
+            layout += [(r.name + ".values", *_values_layout(r.shape, bits, per_tensor)),
                        (r.name + ".scales", np.dtype(np.float32), scales)]
             entries[r.name] = {"quantized": True, "group_size": gs, "shape": list(r.shape),
                                "dtype": r.dtype, "role": r.role, "per_tensor": per_tensor}
@@ -96,7 +97,7 @@ def file_layout(items: Sequence[TensorEntry], source: str, requested: int | str,
     return layout, metadata
 
 
-def values_layout(shape: tuple[int, ...], bits: int,
+def _values_layout(shape: tuple[int, ...], bits: int,
                    per_tensor: bool) -> tuple[np.dtype, tuple[int, ...]]:
     """dtype and shape of a saved ``.values`` tensor: int8 of the original shape at 8 bits,
     else the packed uint8 bytes (:attr:`QuantizedTensor.packed`, rows along the last axis)."""
@@ -106,10 +107,65 @@ def values_layout(shape: tuple[int, ...], bits: int,
     return np.dtype(np.uint8), packing.packed_shape(qshape, bits)
 
 
-def stored_values(qt: QuantizedTensor, shape: tuple[int, ...]) -> np.ndarray:
+def _stored_values(qt: QuantizedTensor, shape: tuple[int, ...]) -> np.ndarray:
     """What the file stores as ``.values``: int8 in the original shape, or the packed bytes."""
     return qt.values.reshape(shape) if qt.bits == 8 else qt.packed
 
+
+
+class SavedModelWriter:
+    """Write a quantized model tensor by tensor, in the order of ``entries``, atomically.
+
+    The file appears at ``path`` only when :meth:`close` has checked that every tensor was
+    written; an exception inside a ``with`` block, or :meth:`abort`, leaves ``path`` as it was.
+    Memory stays bounded by the tensor being written, so a model larger than memory can be
+    saved while it is quantized.
+
+    Parameters
+    ----------
+    path : path-like
+        Output ``.safetensors`` file.
+    entries : sequence of TensorEntry
+        What happens to each tensor (anything with :class:`TensorEntry`'s attributes).
+    source, requested, bits, rounding, policy, reciprocal
+        Recorded in the metadata: where the weights came from, the group size asked for (an
+        int, ``"row"`` or ``"tensor"``) and the quantizer's settings.
+
+    Raises
+    ------
+    gqlearn.io.SaveError
+        If the target cannot be written (checked before anything is quantized).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], entries: Sequence[TensorEntry], source: str,
+                 requested: int | str, bits: int, rounding: str, policy: str,
+                 reciprocal: bool = False):
+        layout, metadata = _file_layout(entries, source, requested, bits, rounding, policy,
+                                        reciprocal)
+        self._out = StreamingSafetensorsWriter(path, layout, metadata)
+
+    def write_quantized(self, name: str, qt: QuantizedTensor, shape: tuple[int, ...]) -> None:
+        """``name.values`` (int8, or packed bytes below 8 bits) and ``name.scales``."""
+        self._out.write(name + ".values", _stored_values(qt, shape))
+        self._out.write(name + ".scales", qt.scales)
+
+    def write_kept(self, name: str, array: np.ndarray) -> None:
+        """A tensor kept as it is (a norm, a bias, a buffer)."""
+        self._out.write(name, array)
+
+    def close(self) -> Path:
+        """Check every tensor was written and move the file into place; its path."""
+        return self._out.close()
+
+    def abort(self) -> None:
+        """Discard what was written; ``path`` is left as it was."""
+        self._out.abort()
+
+    def __enter__(self) -> SavedModelWriter:
+        return self
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        self._out.__exit__(exc_type, exc, tb)
 
 
 @dataclass

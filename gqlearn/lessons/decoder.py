@@ -111,11 +111,11 @@ def plot_quality(evaluation: QuantEvaluation, zoom_bits: Sequence[int] = (8, 4))
     for r in evaluation.rows[1:]:
         by_bits.setdefault(r.setting.bits, {})[r.setting.group_size] = r.perplexity
     for i, (b, points) in enumerate(sorted(by_bits.items(), reverse=True)):
-        grouped = sorted(g for g in points if g is not None)
+        grouped = sorted(g for g in points if g != "tensor")
         xs = list(range(len(grouped)))
         if b in zoom_bits:
             zoom.plot(xs, [points[g] for g in grouped], "o-", color=f"C{i}", label=f"int{b}")
-        keys = grouped + ([None] if None in points else [])
+        keys = grouped + (["tensor"] if "tensor" in points else [])
         full.plot(range(len(keys)), [points[g] for g in keys], "o-", color=f"C{i}",
                   label=f"int{b}")
     for ax in (zoom, full):

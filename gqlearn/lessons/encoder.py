@@ -14,22 +14,13 @@ import numpy as np
 
 from ..core import quantize
 from ..group_size import parse_group_size, resolve_group_size, setting_label
-from ..models import (
-    LINEAR_ROLES,
-    ROLES,
-    Checkpoint,
-    SentenceEncoder,
-    classify,
-    cosine_similarity,
-    explore,
-    layer_index,
-    load_reference_embeddings,
-    short_name,
-)
+from ..io.safetensors import Checkpoint
+from ..models import SentenceEncoder, cosine_similarity, explore, load_reference_embeddings
+from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, short_name
 from .display import Table, live_widget, plt, show_figure
 from .exercises import Feedback, call_learner, right, wrong
 
-__all__ = ["setting_label", "recurring_channels", "plot_role_histograms",
+__all__ = ["recurring_channels", "plot_role_histograms",
            "plot_channel_ranges", "sweep_linear_layers", "role_pivot", "plot_error_heatmap",
            "memory_summary", "reference_check", "show_tensor", "tensor_explorer",
            "OUTLIER_TENSOR", "check_count_zeroed", "check_linear_bytes"]

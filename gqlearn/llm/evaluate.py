@@ -44,7 +44,7 @@ import numpy as np
 
 from ..core import dequantize, quantize
 from ..formats import dequantize_minmax, quantize_minmax
-from ..group_size import Policy, choose_group_size, setting_label
+from ..group_size import GroupSize, Policy, resolve_group_size, setting_label
 from .llama import Llama
 
 __all__ = ["Setting", "FakeQuantizedWeights", "QuantRow", "QuantEvaluation",
@@ -67,11 +67,12 @@ def load_sample_text() -> str:
 @dataclass(frozen=True)
 class Setting:
     """One quantization setting: ``bits`` (None for the float baseline), the requested
-    ``group_size`` (None for per-tensor: one scale for a whole matrix), and whether the grid is
-    ``asymmetric`` (a minimum and a step per group, as in Q4_1) instead of symmetric absmax."""
+    ``group_size`` (an int, ``"row"``, or ``"tensor"`` for one scale per matrix; None only for
+    the baseline), and whether the grid is ``asymmetric`` (a minimum and a step per group, as in
+    Q4_1) instead of symmetric absmax."""
 
     bits: int | None = None
-    group_size: int | None = None
+    group_size: GroupSize | None = None
     asymmetric: bool = False
 
     @property
@@ -116,7 +117,7 @@ class FakeQuantizedWeights:
         return {self.weights[name].shape[-1]: gs for name, gs in self.group_sizes.items()}
 
 
-def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None, *,
+def fake_quantize_linear_weights(model: Llama, bits: int, group_size: GroupSize, *,
                                  include_embedding: bool = False, policy: Policy = "pow2",
                                  asymmetric: bool = False) -> FakeQuantizedWeights:
     """Quantize and dequantize every block matrix of ``model`` (and optionally the embedding).
@@ -130,10 +131,10 @@ def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None
     model : Llama
     bits : int
         2 to 8.
-    group_size : int or None
-        Requested group size along each matrix's input axis; reduced per matrix with
-        :func:`gqlearn.choose_group_size` (``policy``) where it does not divide the width.
-        None: per-tensor, one scale for the whole matrix.
+    group_size : int, "row" or "tensor"
+        Requested group size along each matrix's input axis; reduced per matrix where it does
+        not divide the width (:func:`gqlearn.group_size.resolve_group_size`, ``policy``).
+        ``"tensor"``: one scale for the whole matrix.
     include_embedding : bool, default False
         Quantize the (tied) token embedding too, with the same setting.
     policy : {"pow2", "divisor", "halve"}, default "pow2"
@@ -154,11 +155,8 @@ def fake_quantize_linear_weights(model: Llama, bits: int, group_size: int | None
     n = 0
     for name in names:
         w = model.weights[name]
-        if group_size is None:  # one scale for the whole matrix
-            src, gs = w.reshape(1, -1), w.size
-        else:
-            src = w
-            gs = choose_group_size(w.shape[-1], group_size, policy)
+        gs = resolve_group_size(w.shape, group_size, policy)
+        src = w.reshape(1, -1) if gs > w.shape[-1] else w  # per-tensor: one row
         sizes[name] = gs
         if asymmetric:
             mq = quantize_minmax(src, gs, bits=bits)
@@ -288,7 +286,7 @@ class QuantRow:
             return self.name
         s = self.setting
         used = sorted(set(self.group_sizes.values()))
-        if s.bits is None or s.group_size is None or not used or used == [s.group_size]:
+        if s.bits is None or not used or used == [s.group_size] or s.group_size == "tensor":
             return s.label
         return f"{s.label}\u2192{'/'.join(str(g) for g in used)}"
 
@@ -369,7 +367,7 @@ class Decoder(Protocol):
 
 def evaluate_quantization(model: Llama, ids: Sequence[int], *,
                           bits: Sequence[int] = (8, 4, 3),
-                          group_sizes: Sequence[int | None] = (32, 64, None),
+                          group_sizes: Sequence[GroupSize] = (32, 64, "tensor"),
                           asymmetric: bool = False, baseline: tuple[str, float] = ("float", 32.0),
                           prompt_ids: Sequence[int] | None = None, max_new_tokens: int = 8,
                           stop_ids: Sequence[int] = (), tokenizer: Decoder | None = None,
@@ -384,9 +382,9 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     ids : sequence of int
         Token ids of the evaluation text (all scored in one forward pass per setting).
     bits : sequence of int, default (8, 4, 3)
-    group_sizes : sequence of int or None, default (32, 64, None)
-        Requested group sizes; None is per-tensor.  Reduced per matrix where they do not
-        divide its width (see :func:`fake_quantize_linear_weights`).
+    group_sizes : sequence of int, "row" or "tensor", default (32, 64, "tensor")
+        Requested group sizes; ``"tensor"`` is one scale per matrix.  Reduced per matrix where
+        they do not divide its width (see :func:`fake_quantize_linear_weights`).
     asymmetric : bool, default False
         Quantize with a minimum and a step per group (Q4_1's scheme) instead of symmetric
         absmax.

@@ -24,7 +24,7 @@ import numpy as np
 
 from .. import packing
 from ..core import QuantizedTensor, quantize
-from ..group_size import Policy, choose_group_size
+from ..group_size import Policy, resolve_group_size
 from ..qmatmul import qmatmul
 from .llama import Llama, LlamaConfig
 
@@ -120,7 +120,7 @@ class QuantizedLlama(Llama):
         quantized = {}
         for name in names:
             w = model.weights[name]
-            gs = choose_group_size(w.shape[-1], group_size, policy)
+            gs = resolve_group_size(w.shape, int(group_size), policy)
             quantized[name] = quantize(w, gs, bits=bits)
         rest = {k: v for k, v in model.weights.items() if k not in quantized}
         return cls(model.config, rest, quantized, backend=backend)

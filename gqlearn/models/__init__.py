@@ -1,27 +1,16 @@
-"""Real models: tensor roles, the model explorer, and BERT (all-MiniLM-L6-v2) in numpy.
+"""The encoder family: BERT (all-MiniLM-L6-v2) in numpy, and the model explorer.
 
-The file readers and writers live in :mod:`gqlearn.io`; the ones the chapters use are
-re-exported here (``models.open_checkpoint``, ``models.load_quantized``, ...).
+Files are read and written by :mod:`gqlearn.io`, tensor roles come from :mod:`gqlearn.roles`, and
+group sizes from :mod:`gqlearn.group_size`.
 
->>> from gqlearn.models import classify, resolve_group_size
->>> classify("model.layers.0.self_attn.q_proj.weight"), resolve_group_size((384, 384), 256)
-('attn_q', 128)
+>>> from gqlearn.models import explore
+>>> import numpy as np
+>>> explore({"layers.0.mlp.up_proj.weight": np.ones((4, 64), np.float32)}, 32).totals["n_quantized"]
+1
 """
 
 import numpy as np
 
-from ..group_size import parse_group_size, resolve_group_size
-from ..io.safetensors import (
-    Checkpoint,
-    ModelFileError,
-    PickleRefusedError,
-    TensorInfo,
-    open_checkpoint,
-    read_header,
-)
-from ..io.safetensors_writer import SaveError
-from ..io.saved import QuantizedModel, load_quantized
-from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, short_name, should_quantize
 from .bert import BertConfig, SentenceEncoder, cosine_similarity
 from .explorer import (
     ExploreReport,
@@ -32,13 +21,9 @@ from .explorer import (
     save_quantized,
 )
 
-__all__ = ["open_checkpoint", "read_header", "Checkpoint", "TensorInfo", "ModelFileError",
-           "PickleRefusedError", "classify", "layer_index", "should_quantize", "short_name",
-           "ROLES", "LINEAR_ROLES", "explore", "ExploreReport", "TensorResult",
-           "quantize_tensor", "resolve_group_size", "parse_group_size", "fake_quantize",
-           "save_quantized", "load_quantized", "QuantizedModel", "SentenceEncoder",
-           "BertConfig", "cosine_similarity", "load_sentences", "load_reference_embeddings",
-           "SaveError"]
+__all__ = ["explore", "ExploreReport", "TensorResult", "quantize_tensor", "fake_quantize",
+           "save_quantized", "SentenceEncoder", "BertConfig", "cosine_similarity",
+           "load_sentences", "load_reference_embeddings"]
 
 
 def load_sentences() -> dict:

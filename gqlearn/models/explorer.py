@@ -37,16 +37,9 @@ from ..group_size import GroupSize, Policy, parse_group_size, resolve_group_size
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
 from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
-from ..io.safetensors_writer import StreamingSafetensorsWriter
-from ..io.saved import (
-    FORMATS,
-    TensorEntry,
-    file_layout,
-    natural_key,
-    stored_values,
-)
+from ..io.saved import FORMATS, SavedModelWriter, TensorEntry, natural_key
 from ..metrics import error_report
-from ..roles import ROLES, classify, layer_index, should_quantize
+from ..roles import ROLES, classify, keep_reason, layer_index
 
 __all__ = ["TensorResult", "ExploreReport", "explore", "quantize_tensor", "fake_quantize",
            "save_quantized"]
@@ -543,7 +536,7 @@ def _open_source(model: ModelLike) -> tuple[_TensorSource, str, Callable[[], Non
     if ckpt.metadata.get("format") in FORMATS:
         ckpt.close()
         raise ModelFileError(ckpt.path, "this is a model gqlearn already quantized; read it "
-                                        "with gqlearn.models.load_quantized, and explore the "
+                                        "with gqlearn.io.load_quantized, and explore the "
                                         f"original (its source: {ckpt.metadata.get('source')})")
     return _CheckpointSource(ckpt), str(model), ckpt.close
 
@@ -571,7 +564,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     ----------
     model : path, Checkpoint, mapping of arrays, or None
         A safetensors file, sharded index or directory (see
-        :func:`gqlearn.models.open_checkpoint`), a ``.gguf`` file (tensors dequantized to
+        :func:`gqlearn.io.open_checkpoint`), a ``.gguf`` file (tensors dequantized to
         float32; the report's notes say when they were stored quantized), an open checkpoint,
         a dict of arrays, or None for all-MiniLM-L6-v2 (fetched on first use).
     group_size : int, "row" or "tensor", default 128
@@ -592,7 +585,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         tensor is written as soon as it is quantized and the memory map is released after
         each, so memory stays bounded by a few times the largest tensor, not the model size.
         A target that cannot be written (a directory, a file as its folder, no permission)
-        raises :class:`gqlearn.models.SaveError` before any tensor is quantized; so does a
+        raises :class:`gqlearn.io.SaveError` before any tensor is quantized; so does a
         full disk, when it happens, leaving the target as it was.
     threads : int, optional
         Passed to :func:`gqlearn.quantize`.
@@ -624,8 +617,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
     try:
         plan = _plan(source, requested, policy, roles)
         if save is not None:
-            writer = StreamingSafetensorsWriter(
-                save, *file_layout(plan, label, requested, bits, rounding, policy))
+            writer = SavedModelWriter(save, plan, label, requested, bits, rounding, policy)
         for p in _progress(plan, progress, "quantizing"):
             w = source.get(p.name)
             stored = source.stored(p.name)
@@ -637,7 +629,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                 if keep:
                     kept[p.name] = w
                 if writer:
-                    writer.write(p.name, w)
+                    writer.write_kept(p.name, w)
                 continue
             try:
                 qt = quantize_tensor(w, requested, bits=bits, rounding=rounding, policy=policy,
@@ -648,8 +640,7 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             if keep:
                 quantized[p.name] = qt
             if writer:
-                writer.write(p.name + ".values", stored_values(qt, p.shape))
-                writer.write(p.name + ".scales", qt.scales)
+                writer.write_quantized(p.name, qt, p.shape)
             del w, qt
             source.release()
         if writer:
@@ -674,15 +665,14 @@ def _plan(source: _TensorSource, requested: GroupSize, policy: Policy,
         shape = tuple(source.shape(name))
         is_float = source.is_float(name)
         dtype = source.dtype_name(name)
-        if should_quantize(name, shape, is_float, roles):
+        why = keep_reason(name, shape, is_float, roles)
+        if why is None:
             try:
                 used = resolve_group_size(shape, requested, policy)
             except ValueError as exc:
                 raise ValueError(f"{name}: {exc}") from exc
             plan.append(TensorEntry(name, role, shape, dtype, True, used, None))
         else:
-            why = ("integer buffer" if not is_float else role if role in ("norm", "bias")
-                   else "1-D" if len(shape) < 2 else "role not selected")
             plan.append(TensorEntry(name, role, shape, dtype, False, None, why))
     return plan
 
@@ -727,17 +717,13 @@ def save_quantized(report: ExploreReport, path: str | os.PathLike[str]) -> Path:
         raise ValueError("the report holds no tensors; call explore(..., keep=True) or "
                          "explore(..., save=path)")
     reciprocal = any(qt.reciprocal for qt in report.quantized.values())
-    layout, metadata = file_layout(report.results, report.source, report.group_size,
-                                            report.bits, report.rounding, report.policy,
-                                            reciprocal)
-    with StreamingSafetensorsWriter(path, layout, metadata) as out:
+    with SavedModelWriter(path, report.results, report.source, report.group_size, report.bits,
+                          report.rounding, report.policy, reciprocal) as out:
         for r in report.results:
             if r.quantized:
-                qt = report.quantized[r.name]
-                out.write(r.name + ".values", stored_values(qt, r.shape))
-                out.write(r.name + ".scales", qt.scales)
+                out.write_quantized(r.name, report.quantized[r.name], r.shape)
             else:
-                out.write(r.name, report.kept[r.name])
+                out.write_kept(r.name, report.kept[r.name])
     return Path(path)
 
 
