@@ -34,19 +34,17 @@ from typing import Literal
 import numpy as np
 
 from . import _parallel, packing
-from ._checks import (as_weights, check_bits, check_group_size, check_rounding,
+from ._checks import (as_weights, baseline_bits, check_bits, check_group_size, check_rounding,
                       nonfinite_error)
 from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
-           "available_backends", "BASELINE_BITS"]
+           "available_backends"]
 
 Rounding = Literal["half_away", "half_even"]
 
-# Bits per weight of the float formats a quantized tensor is compared against.
-BASELINE_BITS = {"float32": 32, "fp32": 32, "float16": 16, "fp16": 16, "bfloat16": 16, "bf16": 16}
 
 
 def qmax_for_bits(bits: int) -> int:
@@ -100,7 +98,7 @@ class QuantizedTensor:
                 raise ValueError(f"values must be a non-empty array with at least one axis, "
                                  f"got shape {values.shape}")
             check_bits(bits)
-            qmax = 2 ** (bits - 1) - 1
+            qmax = qmax_for_bits(bits)
             if values.min() < -qmax or values.max() > qmax:
                 raise ValueError(f"values must lie in [-{qmax}, {qmax}] for {bits} bits")
         self._set(packing.pack(values, bits), values.shape, scales, group_size, bits, rounding,
@@ -153,7 +151,7 @@ class QuantizedTensor:
                                  f"{shape} with group_size {group_size} need {expected}")
             if not np.isfinite(scales).all() or (scales <= 0).any():
                 raise ValueError("scales must be finite and positive")
-            qmax = 2 ** (bits - 1) - 1
+            qmax = qmax_for_bits(bits)
             if scales.max() > _MAX_SCALES[qmax]:
                 raise ValueError(f"scale {scales.max():.7g} is too large: {qmax} * scale "
                                  f"overflows float32, so dequantized weights would be inf; "
@@ -232,12 +230,7 @@ class QuantizedTensor:
         ----------
         against : {"float32", "float16", "bfloat16"} (or "fp32", "fp16", "bf16")
         """
-        try:
-            baseline = BASELINE_BITS[against]
-        except KeyError:
-            raise ValueError(f"unknown baseline {against!r}; use one of "
-                             f"{sorted(BASELINE_BITS)}") from None
-        return baseline * self.size / (8 * self.nbytes)
+        return baseline_bits(against) * self.size / (8 * self.nbytes)
 
     def dequantize(self, **kwargs: object) -> np.ndarray:
         """Same as :func:`gqlearn.dequantize` applied to this tensor."""
@@ -433,7 +426,7 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
     reciprocal = bool(reciprocal)
     threads = _parallel.check_threads(threads)
     chunk = _parallel.check_chunk_elements(chunk_elements)
-    qmax = 2 ** (bits - 1) - 1
+    qmax = qmax_for_bits(bits)
 
     groups = _as_groups(w, group_size)
     n_groups = groups.shape[0]
