@@ -20,6 +20,8 @@ tensor's size.
 Examples
 --------
 >>> import numpy as np
+>>> v = np.array([[-7, 7, 0, 1, -1, 3, -3, 2]], dtype=np.int8)
+>>> p = pack(v, 4)
 >>> p, p.dtype
 (array([[241, 152, 183, 165]], dtype=uint8), dtype('uint8'))
 >>> np.array_equal(unpack(p, 4, 8), v)
