@@ -40,7 +40,7 @@ from ._numba import fused_kernels, numba_threads
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits",
            "available_backends"]
 
 Rounding = Literal["half_away", "half_even"]
@@ -263,7 +263,7 @@ _TRANSPOSE_UP_TO = 64
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def max_scale(qmax: int) -> np.float32:
+def _max_scale(qmax: int) -> np.float32:
     """Largest float32 scale whose ``qmax * scale`` is finite in float32.
 
     ``max|group| / qmax`` rounds up for a group near float32's maximum (3.4e38), and then
@@ -274,14 +274,7 @@ def max_scale(qmax: int) -> np.float32:
     scales, values and dequantized weights stay bit-exact with llama.cpp Q8_0 and llama2.c; the
     clamped scale is at most one ulp smaller, so ``w / scale`` stays below ``qmax + 0.5`` and
     rounds to ``qmax`` without clipping.
-
-    >>> float(max_scale(127) * np.float32(127)) <= float(np.finfo(np.float32).max)
-    True
     """
-    return _MAX_SCALES[qmax]
-
-
-def _max_scale(qmax: int) -> np.float32:
     s = np.float32(float(np.finfo(np.float32).max) / qmax)
     with np.errstate(over="ignore"):
         while not np.isfinite(s * np.float32(qmax)):
@@ -323,7 +316,7 @@ def _block_absmax_into(src: np.ndarray, a: np.ndarray, k: int, n: int) -> np.nda
 def _scales_from_absmax(amax: np.ndarray, qmax: int) -> np.ndarray:
     scale = amax / np.float32(qmax)
     scale[scale == 0] = 1.0  # all-zero group, or one so small its scale underflows
-    np.minimum(scale, _MAX_SCALES[qmax], out=scale)  # keep qmax * scale finite (max_scale)
+    np.minimum(scale, _MAX_SCALES[qmax], out=scale)  # keep qmax * scale finite (_max_scale)
     return scale
 
 
@@ -503,7 +496,7 @@ def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, 
 
 def _clamp_fused_scales(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
                         rounding: str, reciprocal: bool) -> None:
-    """Redo, as the numpy path does, the rare groups whose scale exceeds :func:`max_scale`."""
+    """Redo, as the numpy path does, the rare groups whose scale exceeds ``_max_scale``."""
     big = np.flatnonzero(scales > _MAX_SCALES[qmax])  # NaN (non-finite group) compares False
     if big.size:
         scales[big] = _MAX_SCALES[qmax]
