@@ -145,7 +145,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     from .io.fetch import FetchError
-    from .io.safetensors import ModelFileError
+    from .io.errors import ModelFileError
 
     try:
         with _sigterm_as_exit():

@@ -14,7 +14,8 @@
 
 from .fetch import MODELS, FetchError, cache_dir, fetch_model, model_path
 from .gguf import GGUFError, iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
-from .safetensors import (Checkpoint, ModelFileError, PickleRefusedError, TensorInfo,
+from .errors import ModelFileError
+from .safetensors import (Checkpoint, PickleRefusedError, TensorInfo,
                           open_checkpoint, read_header)
 from .safetensors_writer import SaveError, StreamingSafetensorsWriter
 from .saved import QuantizedModel, load_quantized

@@ -35,7 +35,8 @@ from ..core import QuantizedTensor, dequantize, quantize
 from ..group_size import GroupSize, choose_group_size, parse_group_size, resolve_group_size
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
-from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
+from ..io.errors import ModelFileError
+from ..io.safetensors import NUMPY_DTYPES, Checkpoint, open_checkpoint
 from ..io.saved import FORMATS, SavedModelWriter, TensorEntry, natural_key
 from ..metrics import error_report
 from ..roles import ROLES, classify, keep_reason, layer_index
