@@ -24,7 +24,7 @@ import numbers
 from dataclasses import dataclass
 
 from ._checks import baseline_bits, positive_int
-from .roles import LLAMA_BLOCK_ROLES
+from .roles import LLAMA_BLOCK_ROLES, llama_block_shapes
 
 __all__ = ["GB", "bits_per_weight", "ModelShape", "LLAMA2_CONFIGS", "memory_table"]
 
@@ -128,11 +128,9 @@ class ModelShape:
         >>> [(r, s) for r, s, _ in LLAMA2_CONFIGS["LLaMA-2 70B"].linear_shapes()][1:3]
         [('attn_k', (1024, 8192)), ('attn_v', (1024, 8192))]
         """
-        h, i, n = self.hidden, self.intermediate, self.n_layers
-        kv = self.n_kv_heads * self.head_dim
-        shapes = {"attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h), "attn_o": (h, h),
-                  "mlp_gate": (i, h), "mlp_up": (i, h), "mlp_down": (h, i)}
-        return [(role, shapes[role], n) for role in LLAMA_BLOCK_ROLES]
+        shapes = llama_block_shapes(self.hidden, self.intermediate,
+                                    self.n_kv_heads * self.head_dim)
+        return [(role, shapes[role], self.n_layers) for role in LLAMA_BLOCK_ROLES]
 
     @property
     def n_linear_params(self) -> int:
