@@ -35,6 +35,8 @@ __all__ = ["main", "build_parser"]
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from ._checks import ROUNDINGS
+    from .group_size import POLICIES
     from .roles import ROLES
 
     parser = argparse.ArgumentParser(
@@ -84,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "smaller size that does is used (see --policy)")
     ex.add_argument("--bits", "-b", type=int, default=8, choices=range(2, 9), metavar="BITS",
                     help="bits per weight, 2 to 8 (default 8)")
-    ex.add_argument("--rounding", choices=("half_away", "half_even"), default="half_away",
+    ex.add_argument("--rounding", choices=ROUNDINGS, default="half_away",
                     help="rounding of ties (default half_away)")
-    ex.add_argument("--policy", choices=("pow2", "divisor", "halve"), default="pow2",
+    ex.add_argument("--policy", choices=POLICIES, default="pow2",
                     help="group-size back-off policy (default pow2)")
     ex.add_argument("--roles", nargs="+", choices=ROLES, metavar="ROLE",
                     help=f"quantize only these roles ({', '.join(ROLES)})")
@@ -142,8 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
+    from .io.errors import ModelFileError
     from .io.fetch import FetchError
-    from .io.safetensors import ModelFileError
 
     try:
         with _sigterm_as_exit():

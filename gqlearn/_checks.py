@@ -11,10 +11,12 @@ try:  # bfloat16 is not a numpy dtype; ml_dtypes provides it (a dependency of gq
 except ImportError:  # pragma: no cover - ml_dtypes is a declared dependency
     _bfloat16 = None
 
-__all__ = ["as_weights", "check_group_size", "check_bits", "check_rounding", "ROUNDINGS",
-           "SUPPORTED_DTYPES"]
+__all__ = ["as_weights", "check_group_size", "check_bits", "check_rounding", "positive_int",
+           "baseline_bits", "ROUNDINGS", "SUPPORTED_DTYPES", "BASELINE_BITS"]
 
 ROUNDINGS = ("half_away", "half_even")
+# Bits per weight of the float formats a quantized tensor is compared against.
+BASELINE_BITS = {"float32": 32, "fp32": 32, "float16": 16, "fp16": 16, "bfloat16": 16, "bf16": 16}
 SUPPORTED_DTYPES = "float16, bfloat16, float32 or float64"
 
 
@@ -64,9 +66,24 @@ def check_group_size(group_size: object, last_dim: int) -> int:
 
 def check_bits(bits: object) -> int:
     if isinstance(bits, bool) or not isinstance(bits, numbers.Integral) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8 (values are stored as int8), "
-                         f"got {bits!r}")
+        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
     return int(bits)
+
+
+def positive_int(name: str, value: object) -> int:
+    """``value`` as an int if it is a positive integer (not a bool), else a ValueError."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def baseline_bits(baseline: object) -> int:
+    """Bits per weight of a float format named as in :data:`BASELINE_BITS`."""
+    try:
+        return BASELINE_BITS[baseline]  # type: ignore[index]  # a wrong type is a KeyError too
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown baseline {baseline!r}; use one of "
+                         f"{sorted(BASELINE_BITS)}") from None
 
 
 def check_rounding(rounding: object) -> str:

@@ -34,18 +34,23 @@ from typing import Any, Literal
 import numpy as np
 
 from . import _parallel, packing
-from ._checks import as_weights, check_bits, check_group_size, check_rounding, nonfinite_error
+from ._checks import (
+    as_weights,
+    baseline_bits,
+    check_bits,
+    check_group_size,
+    check_rounding,
+    nonfinite_error,
+)
 from ._numba import fused_kernels, numba_threads, require_fused_kernels
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits", "max_scale",
-           "available_backends", "BASELINE_BITS"]
+__all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits",
+           "available_backends"]
 
 Rounding = Literal["half_away", "half_even"]
 
-# Bits per weight of the float formats a quantized tensor is compared against.
-BASELINE_BITS = {"float32": 32, "fp32": 32, "float16": 16, "fp16": 16, "bfloat16": 16, "bf16": 16}
 
 
 def qmax_for_bits(bits: int) -> int:
@@ -99,7 +104,7 @@ class QuantizedTensor:
                 raise ValueError(f"values must be a non-empty array with at least one axis, "
                                  f"got shape {values.shape}")
             check_bits(bits)
-            qmax = 2 ** (bits - 1) - 1
+            qmax = qmax_for_bits(bits)
             if values.min() < -qmax or values.max() > qmax:
                 raise ValueError(f"values must lie in [-{qmax}, {qmax}] for {bits} bits")
         self._set(packing.pack(values, bits), values.shape, scales, group_size, bits, rounding,
@@ -152,7 +157,7 @@ class QuantizedTensor:
                                  f"{shape} with group_size {group_size} need {expected}")
             if not np.isfinite(scales).all() or (scales <= 0).any():
                 raise ValueError("scales must be finite and positive")
-            qmax = 2 ** (bits - 1) - 1
+            qmax = qmax_for_bits(bits)
             if scales.max() > _MAX_SCALES[qmax]:
                 raise ValueError(f"scale {scales.max():.7g} is too large: {qmax} * scale "
                                  f"overflows float32, so dequantized weights would be inf; "
@@ -231,12 +236,7 @@ class QuantizedTensor:
         ----------
         against : {"float32", "float16", "bfloat16"} (or "fp32", "fp16", "bf16")
         """
-        try:
-            baseline = BASELINE_BITS[against]
-        except KeyError:
-            raise ValueError(f"unknown baseline {against!r}; use one of "
-                             f"{sorted(BASELINE_BITS)}") from None
-        return baseline * self.size / (8 * self.nbytes)
+        return baseline_bits(against) * self.size / (8 * self.nbytes)
 
     def dequantize(self, **kwargs: Any) -> np.ndarray:
         """Same as :func:`gqlearn.dequantize` applied to this tensor."""
@@ -269,7 +269,7 @@ _TRANSPOSE_UP_TO = 64
 _TINY = float(np.finfo(np.float32).tiny)
 
 
-def max_scale(qmax: int) -> np.float32:
+def _max_scale(qmax: int) -> np.float32:
     """Largest float32 scale whose ``qmax * scale`` is finite in float32.
 
     ``max|group| / qmax`` rounds up for a group near float32's maximum (3.4e38), and then
@@ -280,14 +280,7 @@ def max_scale(qmax: int) -> np.float32:
     scales, values and dequantized weights stay bit-exact with llama.cpp Q8_0 and llama2.c; the
     clamped scale is at most one ulp smaller, so ``w / scale`` stays below ``qmax + 0.5`` and
     rounds to ``qmax`` without clipping.
-
-    >>> float(max_scale(127) * np.float32(127)) <= float(np.finfo(np.float32).max)
-    True
     """
-    return _MAX_SCALES[qmax]
-
-
-def _max_scale(qmax: int) -> np.float32:
     s = np.float32(float(np.finfo(np.float32).max) / qmax)
     with np.errstate(over="ignore"):
         while not np.isfinite(s * np.float32(qmax)):
@@ -329,7 +322,7 @@ def _block_absmax_into(src: np.ndarray, a: np.ndarray, k: int, n: int) -> np.nda
 def _scales_from_absmax(amax: np.ndarray, qmax: int) -> np.ndarray:
     scale = amax / np.float32(qmax)
     scale[scale == 0] = 1.0  # all-zero group, or one so small its scale underflows
-    np.minimum(scale, _MAX_SCALES[qmax], out=scale)  # keep qmax * scale finite (max_scale)
+    np.minimum(scale, _MAX_SCALES[qmax], out=scale)  # keep qmax * scale finite (_max_scale)
     return scale
 
 
@@ -432,7 +425,7 @@ def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Roundin
     reciprocal = bool(reciprocal)
     threads = _parallel.check_threads(threads)
     chunk = _parallel.check_chunk_elements(chunk_elements)
-    qmax = 2 ** (bits - 1) - 1
+    qmax = qmax_for_bits(bits)
 
     groups = _as_groups(w, group_size)
     n_groups = groups.shape[0]
@@ -509,7 +502,7 @@ def _quantize_fused(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, 
 
 def _clamp_fused_scales(groups: np.ndarray, values: np.ndarray, scales: np.ndarray, qmax: int,
                         rounding: str, reciprocal: bool) -> None:
-    """Redo, as the numpy path does, the rare groups whose scale exceeds :func:`max_scale`."""
+    """Redo, as the numpy path does, the rare groups whose scale exceeds ``_max_scale``."""
     big = np.flatnonzero(scales > _MAX_SCALES[qmax])  # NaN (non-finite group) compares False
     if big.size:
         scales[big] = _MAX_SCALES[qmax]

@@ -26,9 +26,10 @@ no kernel is tuned for).
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Sequence
 from typing import Literal
+
+from ._checks import positive_int
 
 __all__ = ["choose_group_size", "halving_sequence", "POLICIES", "GroupSize", "parse_group_size",
            "resolve_group_size", "setting_label"]
@@ -38,20 +39,14 @@ POLICIES = ("pow2", "divisor", "halve")
 GroupSize = int | str  # an int, "row" (one group per row) or "tensor" (one group per tensor)
 
 
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
 def halving_sequence(dim: int, requested: int) -> list[int]:
     """Every group size the classic halving loop tries, ending with the one it returns.
 
     >>> halving_sequence(4096, 300)
     [300, 150, 75, 37, 18, 9, 4]
     """
-    dim = _positive_int("dim", dim)
-    size = _positive_int("requested", requested)
+    dim = positive_int("dim", dim)
+    size = positive_int("requested", requested)
     sequence = [size]
     while dim % size:
         size //= 2  # integer halving, as Rust's usize `/=` does
@@ -94,8 +89,8 @@ def choose_group_size(dim: int, requested: int, policy: Policy = "pow2") -> int:
     """
     if policy not in POLICIES:
         raise ValueError(f"unknown policy {policy!r}; use one of {POLICIES}")
-    dim = _positive_int("dim", dim)
-    requested = _positive_int("requested", requested)
+    dim = positive_int("dim", dim)
+    requested = positive_int("requested", requested)
     if policy == "halve":
         return halving_sequence(dim, requested)[-1]
     if dim % requested == 0:

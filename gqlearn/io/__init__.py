@@ -12,16 +12,10 @@
 ['minilm', 'smollm2']
 """
 
+from .errors import ModelFileError
 from .fetch import MODELS, FetchError, cache_dir, fetch_model, model_path
 from .gguf import GGUFError, iter_gguf_tensors, open_gguf, read_metadata, tensor_infos
-from .safetensors import (
-    Checkpoint,
-    ModelFileError,
-    PickleRefusedError,
-    TensorInfo,
-    open_checkpoint,
-    read_header,
-)
+from .safetensors import Checkpoint, PickleRefusedError, TensorInfo, open_checkpoint, read_header
 from .safetensors_writer import SaveError, StreamingSafetensorsWriter
 from .saved import QuantizedModel, load_quantized
 

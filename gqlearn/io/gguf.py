@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .safetensors import ModelFileError
+from .errors import ModelFileError
 
 __all__ = ["GGUFError", "GGUFSource", "open_gguf", "as_reader", "read_metadata", "field_value",
            "require_field", "tensor_infos", "dequantize_tensor", "iter_gguf_tensors"]

@@ -30,12 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import ModelFileError
+
 try:
     import ml_dtypes
 except ImportError:  # pragma: no cover - a declared dependency
     ml_dtypes = None
 
-__all__ = ["Checkpoint", "TensorInfo", "ModelFileError", "PickleRefusedError", "open_checkpoint",
+__all__ = ["Checkpoint", "TensorInfo", "PickleRefusedError", "open_checkpoint",
            "read_header", "parse_json", "check_shape", "INDEX_NAME", "SAFETENSORS_DTYPES",
            "NUMPY_DTYPES", "MAX_DIMS"]
 
@@ -61,27 +63,6 @@ NUMPY_DTYPES: dict[str, np.dtype] = {
 if ml_dtypes is not None:
     NUMPY_DTYPES["BF16"] = np.dtype(ml_dtypes.bfloat16)
 FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
-
-
-class ModelFileError(ValueError):
-    """A model file is missing, damaged or of a kind gqlearn will not read.
-
-    Attributes
-    ----------
-    file : pathlib.Path
-        The file at fault.
-    tensor : str or None
-        The tensor at fault, when there is one.
-    """
-
-    file: Path | None  # None only for a GGUFError whose message already names the file
-    tensor: str | None
-
-    def __init__(self, file: str | os.PathLike[str], message: str, tensor: str | None = None):
-        self.file = Path(file)
-        self.tensor = tensor
-        where = f"{self.file}" + (f", tensor {tensor!r}" if tensor is not None else "")
-        super().__init__(f"{where}: {message}")
 
 
 class PickleRefusedError(ModelFileError):

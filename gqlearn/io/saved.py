@@ -26,7 +26,8 @@ import numpy as np
 
 from .. import __version__, packing
 from ..core import QuantizedTensor, dequantize
-from .safetensors import Checkpoint, ModelFileError, check_shape, parse_json, read_header
+from .errors import ModelFileError
+from .safetensors import Checkpoint, check_shape, parse_json, read_header
 from .safetensors_writer import StreamingSafetensorsWriter
 
 __all__ = ["FORMAT", "FORMAT_PACKED", "FORMATS", "TensorEntry", "SavedModelWriter",

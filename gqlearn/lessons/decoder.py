@@ -16,7 +16,7 @@ from .. import core
 from ..formats import dequantize_minmax, quantize_minmax
 from ..group_size import choose_group_size
 from ..io.gguf import tensor_infos
-from ..llm import Llama, QuantEvaluation, logsumexp
+from ..llm import Llama, QuantEvaluation, kl_divergence
 from .display import Table, plt
 from .exercises import Feedback, call_learner, close_enough, right, wrong
 
@@ -209,11 +209,6 @@ def check_perplexity(fn: Any) -> Feedback:
                  "a uniform guess among 4 tokens (perplexity 4).")
 
 
-def _kl(zp: np.ndarray, zq: np.ndarray) -> float:
-    lp, lq = zp - logsumexp(zp)[:, None], zq - logsumexp(zq)[:, None]  # log-softmax of each
-    return float(np.mean(np.sum(np.exp(lp) * (lp - lq), axis=1)))
-
-
 def check_kl_divergence(fn: Any) -> Feedback:
     """Exercise 2: ``fn(logits_p, logits_q)`` is the mean over positions of KL(p || q)."""
     rng = np.random.default_rng(7)
@@ -227,12 +222,12 @@ def check_kl_divergence(fn: Any) -> Feedback:
         got, fail = _run(fn, what, zp.copy(), zq.copy())
         if fail is not None:
             return fail
-        expected = _kl(zp, zq)
+        expected = kl_divergence(zp, zq)
         if close_enough(got, expected, rel=1e-6, abs_=1e-9):
             continue
         if not math.isfinite(got):
             return wrong(f"On {what} you got {got}: subtract each row's max before exp.")
-        hints = [(_kl(zq, zp), "that is KL(q || p): weight by the baseline's p"),
+        hints = [(kl_divergence(zq, zp), "that is KL(q || p): weight by the baseline's p"),
                  (expected * zp.shape[0], "take the mean over positions, not the sum"),
                  (expected / math.log(2), "use natural logarithms (nats), not log2")]
         for value, hint in hints:

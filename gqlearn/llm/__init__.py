@@ -19,15 +19,16 @@ Example::
 from __future__ import annotations
 
 from .evaluate import (
-                       QuantEvaluation,
-                       Setting,
-                       evaluate_quantization,
-                       fake_quantize_linear_weights,
-                       load_sample_text,
-                       logsumexp,
-                       next_token_agreement,
-                       perplexity,
-                       token_log_probs,
+    QuantEvaluation,
+    Setting,
+    evaluate_quantization,
+    fake_quantize_linear_weights,
+    kl_divergence,
+    load_sample_text,
+    logsumexp,
+    next_token_agreement,
+    perplexity,
+    token_log_probs,
 )
 from .llama import KVCache, Llama, LlamaConfig
 from .load import load_gguf, load_llama, load_smollm2, read_llama_config
@@ -38,4 +39,4 @@ __all__ = ["load_smollm2", "Llama", "QuantizedLlama", "LlamaConfig", "KVCache", 
            "load_llama", "read_llama_config", "tokenizer_from_gguf",
            "evaluate_quantization", "QuantEvaluation", "Setting",
            "fake_quantize_linear_weights", "perplexity", "next_token_agreement", "token_log_probs",
-           "logsumexp", "load_sample_text"]
+           "logsumexp", "kl_divergence", "load_sample_text"]

@@ -48,8 +48,8 @@ from ..group_size import GroupSize, Policy, resolve_group_size, setting_label
 from .llama import Llama
 
 __all__ = ["Setting", "FakeQuantizedWeights", "QuantRow", "QuantEvaluation",
-           "fake_quantize_linear_weights", "logsumexp", "token_log_probs", "perplexity",
-           "next_token_agreement", "evaluate_quantization", "load_sample_text",
+           "fake_quantize_linear_weights", "logsumexp", "kl_divergence", "token_log_probs",
+           "perplexity", "next_token_agreement", "evaluate_quantization", "load_sample_text",
            "SAMPLE_TEXT_SOURCE"]
 
 SAMPLE_TEXT_SOURCE = ("Lewis Carroll, Alice's Adventures in Wonderland (1865), Chapter I, first "
@@ -237,6 +237,29 @@ def next_token_agreement(logits_a: np.ndarray, logits_b: np.ndarray) -> float:
     return float(np.mean(logits_a.argmax(axis=-1) == logits_b.argmax(axis=-1)))
 
 
+def kl_divergence(logits_p: np.ndarray, logits_q: np.ndarray) -> float:
+    """Mean over positions of KL(p || q), in nats, where p and q are the softmax of each row.
+
+    ``log p - log q`` is taken as ``(z_p - z_q) - (logsumexp(z_p) - logsumexp(z_q))``: the
+    difference of the logits first, so two nearly equal models do not lose it to cancellation
+    between large log-probabilities.  Rounding can leave a tiny negative mean; it is clipped to
+    zero, as KL is never negative.
+
+    >>> import numpy as np
+    >>> z = np.array([[0.0, 0.0], [2.0, 0.0]])
+    >>> kl_divergence(z, z), round(kl_divergence(z, z + [[1.0, 0.0], [0.0, 0.0]]), 6)
+    (0.0, 0.060057)
+    """
+    if logits_p.shape != logits_q.shape or logits_p.ndim != 2:
+        raise ValueError(f"need two (T, vocab) logit arrays of one shape; got {logits_p.shape} "
+                         f"and {logits_q.shape}")
+    lse_p, lse_q = logsumexp(logits_p), logsumexp(logits_q)
+    p = np.exp(logits_p - lse_p[:, None])
+    diff = np.subtract(logits_p, logits_q, dtype=np.result_type(logits_p, logits_q))
+    diff *= p  # in the logits' dtype: float32 for a model's, half the memory of float64
+    return max(float(np.mean(diff.sum(axis=1, dtype=np.float64) - (lse_p - lse_q))), 0.0)
+
+
 @dataclass(frozen=True)
 class QuantRow:
     """One row of :class:`QuantEvaluation`.
@@ -414,8 +437,6 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
     n = len(ids) - 1
     positions = np.arange(n)
     z_float = model.forward(ids)[:-1]  # (n, vocab): row j scores token j + 1
-    lse_float = logsumexp(z_float)
-    p_float = np.exp(z_float - lse_float[:, None])  # the float model's next-token distributions
     float_top = z_float.argmax(axis=1)
     top2 = np.partition(z_float, -2, axis=1)[:, -2:]
     margins = (top2[:, 1] - top2[:, 0]).astype(np.float64)
@@ -424,7 +445,7 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
         if progress is not None:
             progress(baseline[0] if s.bits is None else s.label)
         if s.bits is None:
-            m, used, bpw, z, lse = model, {}, float(baseline[1]), z_float, lse_float
+            m, used, bpw, z = model, {}, float(baseline[1]), z_float
         else:
             qw = fake_quantize_linear_weights(model, s.bits, s.group_size,
                                               include_embedding=include_embedding,
@@ -432,20 +453,14 @@ def evaluate_quantization(model: Llama, ids: Sequence[int], *,
             m, used, bpw = (model.with_weights(qw.weights), qw.group_sizes_by_width(),
                             qw.bits_per_weight)
             z = m.forward(ids)[:-1]
-            lse = logsumexp(z)
-        nll = float(np.mean(lse.astype(np.float64) - z[positions, targets]))
-        # KL(p_float || p) = sum p_float * (log p_float - log p), with the log-probability
-        # difference taken elementwise as (z_float - z) - (lse_float - lse): no cancellation.
-        diff = np.subtract(z_float, z, dtype=np.float32)
-        diff *= p_float
-        kl = float(np.mean(diff.sum(axis=1, dtype=np.float64) - (lse_float - lse)))
-        del diff
+        nll = float(np.mean(logsumexp(z) - z[positions, targets]))
+        kl = kl_divergence(z_float, z)
         sample_ids = (m.generate(prompt_ids, max_new_tokens, stop_ids=stop_ids)
                       if prompt_ids is not None else [])
         sample = (tokenizer.decode(sample_ids, skip_special_tokens=False)
                   if tokenizer is not None and sample_ids else "")
         agree = z.argmax(axis=1) == float_top
-        rows.append(QuantRow(s, used, bpw, math.exp(nll), int(agree.sum()), n, max(kl, 0.0),
+        rows.append(QuantRow(s, used, bpw, math.exp(nll), int(agree.sum()), n, kl,
                              sample_ids, sample, tuple(int(j) for j in np.flatnonzero(~agree)),
                              baseline[0] if s.bits is None else ""))
         del m, z

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..roles import LLAMA_BLOCK_ROLES, gguf_name
+from ..roles import LLAMA_BLOCK_ROLES, gguf_name, llama_block_shapes
 
 __all__ = ["LlamaConfig", "Llama", "KVCache", "rms_norm", "rope", "silu",
            "permute_qk", "unpermute_qk", "unpermuted_qk_weights"]
@@ -85,13 +85,13 @@ class LlamaConfig:
 
     def weight_shapes(self) -> dict[str, tuple[int, ...]]:
         """The shape of every weight the model needs, by GGUF name."""
-        d, f, kv = self.hidden_size, self.ffn_size, self.n_kv_heads * self.head_dim
-        block = {"attn_norm": (d,), "attn_q": (d, d), "attn_k": (kv, d), "attn_v": (kv, d),
-                 "attn_output": (d, d), "ffn_norm": (d,), "ffn_gate": (f, d),
-                 "ffn_up": (f, d), "ffn_down": (d, f)}
+        d = self.hidden_size
+        matrices = llama_block_shapes(d, self.ffn_size, self.n_kv_heads * self.head_dim)
         shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.vocab_size, d)}
         for i in range(self.n_layers):
-            shapes.update({f"blk.{i}.{k}.weight": s for k, s in block.items()})
+            shapes[f"blk.{i}.attn_norm.weight"] = (d,)
+            shapes.update({gguf_name(role, i): matrices[role] for role in LLAMA_BLOCK_ROLES})
+            shapes[f"blk.{i}.ffn_norm.weight"] = (d,)
         shapes["output_norm.weight"] = (d,)
         return shapes
 

@@ -39,7 +39,7 @@ def tokenizer_from_gguf(source: GGUFSource) -> Any:
     Parameters
     ----------
     source : path or reader
-        A GGUF file (or a reader from :func:`gqlearn.llm.open_gguf`) with
+        A GGUF file (or a reader from :func:`gqlearn.io.open_gguf`) with
         ``tokenizer.ggml.model == "gpt2"`` (byte-level BPE).
 
     Returns

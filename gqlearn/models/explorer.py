@@ -34,9 +34,10 @@ import numpy as np
 from .. import __version__
 from ..core import QuantizedTensor, Rounding, dequantize, quantize
 from ..group_size import GroupSize, Policy, parse_group_size, resolve_group_size
+from ..io.errors import ModelFileError
 from ..io.fetch import MODELS, fetch_model
 from ..io.gguf import dequantize_tensor, open_gguf
-from ..io.safetensors import NUMPY_DTYPES, Checkpoint, ModelFileError, open_checkpoint
+from ..io.safetensors import NUMPY_DTYPES, Checkpoint, open_checkpoint
 from ..io.saved import FORMATS, SavedModelWriter, TensorEntry, natural_key
 from ..metrics import error_report
 from ..roles import ROLES, classify, keep_reason, layer_index
