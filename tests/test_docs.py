@@ -57,3 +57,25 @@ def test_docs_cross_links_land():
         text = (DOCS / f"{page}.md").read_text(encoding="utf-8")
         for target, anchor in re.findall(r"\]\((\w*)(?:\.md)?#([^)\s]+)\)", text):
             assert anchor in _anchors(target or page), f"{page}.md: #{anchor} ({target})"
+
+
+CHAPTERS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def _markdown_cells(path: Path) -> list[str]:
+    nb = json.loads(path.read_text(encoding="utf-8"))
+    return ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+
+
+def test_every_chapter_is_sized_for_a_learner():
+    """Each chapter (solutions excluded): the header, at most 2,000 words of prose and 200 per
+    markdown cell, a Summary and Exercises.  A new chapter is checked without being listed."""
+    assert len(CHAPTERS) >= 8
+    for path in CHAPTERS:
+        cells = _markdown_cells(path)
+        words = [len(text.split()) for text in cells]
+        assert sum(words) <= 2000 and max(words) <= 200, (path.name, sum(words), max(words))
+        for part in ("**Prerequisites**", "**Time**", "**You will learn**", "**You will build**"):
+            assert part in cells[0], (path.name, part)
+        headings = {line.strip() for text in cells for line in text.splitlines()}
+        assert {"## Summary", "## Exercises"} <= headings, path.name

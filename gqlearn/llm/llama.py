@@ -89,9 +89,11 @@ class LlamaConfig:
         matrices = llama_block_shapes(d, self.ffn_size, self.n_kv_heads * self.head_dim)
         shapes: dict[str, tuple[int, ...]] = {"token_embd.weight": (self.vocab_size, d)}
         for i in range(self.n_layers):
+            # in file order: each norm, then the matrices it feeds (attention 4, MLP 3)
             shapes[f"blk.{i}.attn_norm.weight"] = (d,)
-            shapes.update({gguf_name(role, i): matrices[role] for role in LLAMA_BLOCK_ROLES})
+            shapes.update({gguf_name(r, i): matrices[r] for r in LLAMA_BLOCK_ROLES[:4]})
             shapes[f"blk.{i}.ffn_norm.weight"] = (d,)
+            shapes.update({gguf_name(r, i): matrices[r] for r in LLAMA_BLOCK_ROLES[4:]})
         shapes["output_norm.weight"] = (d,)
         return shapes
 

@@ -24,10 +24,11 @@ import os
 import re
 import sys
 import textwrap
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypedDict, TypeVar
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -386,160 +387,96 @@ def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
         stored_type=stored_type, stored_bytes=stored_bytes)
 
 
-class _Stored(TypedDict):
-    """How the source file stores a tensor (:class:`TensorResult`'s last two fields)."""
+@dataclass(frozen=True)
+class _Header:
+    """One tensor as the explorer plans it, before reading its data."""
 
-    stored_type: str
+    name: str
+    shape: tuple[int, ...]
+    is_float: bool
+    dtype: str  # the numpy dtype it is read as
+    stored_type: str  # how the file stores it (safetensors dtype or ggml type)
     stored_bytes: int
 
 
-class _TensorSource(Protocol):
-    """What the explorer reads from a model: a checkpoint, a GGUF file or a dict of arrays."""
+@dataclass
+class _Source:
+    """A model as the explorer reads it: every tensor's header first, then data on demand."""
 
-    def keys(self) -> list[str]: ...
-    def get(self, name: str) -> np.ndarray: ...
-    def is_float(self, name: str) -> bool: ...
-    def shape(self, name: str) -> tuple[int, ...]: ...
-    def dtype_name(self, name: str) -> str: ...
-    def stored(self, name: str) -> _Stored: ...
-    def release(self) -> None: ...
-
-
-class _ArraySource:
-    """A dict of arrays behaving like a Checkpoint for the explorer."""
-
-    def __init__(self, arrays: Mapping[str, np.ndarray]):
-        self._arrays = arrays
-
-    def keys(self) -> list[str]:
-        return list(self._arrays)
-
-    def get(self, name: str) -> np.ndarray:
-        return np.asarray(self._arrays[name])
-
-    def is_float(self, name: str) -> bool:
-        a = np.asarray(self._arrays[name])
-        return a.dtype.kind == "f" or a.dtype.name == "bfloat16"
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(np.shape(self._arrays[name]))
-
-    def dtype_name(self, name: str) -> str:
-        return _dtype_name(np.asarray(self._arrays[name]))
-
-    def stored(self, name: str) -> _Stored:
-        a = np.asarray(self._arrays[name])
-        codes = {dt.name: code for code, dt in NUMPY_DTYPES.items()}
-        return {"stored_type": codes.get(a.dtype.name, a.dtype.name), "stored_bytes": a.nbytes}
-
-    def release(self) -> None:
-        pass
+    label: str
+    headers: list[_Header]
+    get: Callable[[str], np.ndarray]
+    release: Callable[[], None] = lambda: None  # after each tensor
+    close: Callable[[], None] = lambda: None  # at the end, if the explorer opened the model
+    note: str | None = None  # what a reader of the numbers must know
+    file_bytes: int | None = None
 
 
-class _CheckpointSource:
-    def __init__(self, ckpt: Checkpoint):
-        self.ckpt = ckpt
+def _array_source(arrays: Mapping[str, np.ndarray]) -> _Source:
+    codes = {dt.name: code for code, dt in NUMPY_DTYPES.items()}
+    headers = []
+    for name, value in arrays.items():
+        a = np.asarray(value)
+        headers.append(_Header(name, a.shape, a.dtype.kind == "f" or a.dtype.name == "bfloat16",
+                               _dtype_name(a), codes.get(a.dtype.name, a.dtype.name), a.nbytes))
+    return _Source("<arrays>", headers, lambda name: np.asarray(arrays[name]))
 
-    def keys(self) -> list[str]:
-        return self.ckpt.keys()
 
-    def get(self, name: str) -> np.ndarray:
-        return self.ckpt.get(name)
-
-    def is_float(self, name: str) -> bool:
-        return self.ckpt.info(name).is_float
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return self.ckpt.info(name).shape
-
-    def dtype_name(self, name: str) -> str:
-        info = self.ckpt.info(name)
+def _checkpoint_source(ckpt: Checkpoint, label: str, owned: bool) -> _Source:
+    headers = []
+    for info in ckpt.infos():
         dtype = NUMPY_DTYPES.get(info.dtype)
         if dtype is None:
+            if owned:
+                ckpt.close()
             raise ModelFileError(info.file, f"dtype {info.dtype} is not supported by gqlearn "
-                                            f"(it reads {', '.join(NUMPY_DTYPES)})", name)
-        return dtype.name
-
-    def stored(self, name: str) -> _Stored:
-        info = self.ckpt.info(name)
-        return {"stored_type": info.dtype, "stored_bytes": info.nbytes}
-
-    def release(self) -> None:
-        # Pages read through a memory map stay resident while it is open; closing it after
-        # each tensor keeps memory bounded by the largest tensor, not the model.
-        self.ckpt.close()
+                                            f"(it reads {', '.join(NUMPY_DTYPES)})", info.name)
+        headers.append(_Header(info.name, info.shape, info.is_float, dtype.name, info.dtype,
+                               info.nbytes))
+    # Pages read through a memory map stay resident while it is open; closing it after each
+    # tensor keeps memory bounded by the largest tensor, not the model.
+    return _Source(label, headers, ckpt.get, release=ckpt.close,
+                   close=ckpt.close if owned else lambda: None)
 
 
-class _GGUFSource:
-    """A GGUF file (llama.cpp): every tensor is read as float32, dequantized if stored
-    quantized.  What the explorer then measures is the error against those dequantized values,
-    which :attr:`note` says."""
-
-    FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.reader = open_gguf(path)
-        self.tensors = {t.name: t for t in self.reader.tensors}
-
-    def keys(self) -> list[str]:
-        return list(self.tensors)
-
-    def get(self, name: str) -> np.ndarray:
-        return dequantize_tensor(self.path, self.tensors[name])
-
-    def is_float(self, name: str) -> bool:
-        return True  # integer buffers do not occur in GGUF weights
-
-    def shape(self, name: str) -> tuple[int, ...]:
-        return tuple(int(d) for d in reversed(self.tensors[name].shape.tolist()))
-
-    def dtype_name(self, name: str) -> str:
-        return "float32"
-
-    def stored(self, name: str) -> _Stored:
-        t = self.tensors[name]
-        return {"stored_type": t.tensor_type.name, "stored_bytes": int(t.n_bytes)}
-
-    @property
-    def file_bytes(self) -> int:
-        return self.path.stat().st_size
-
-    def release(self) -> None:
-        pass
-
-    @property
-    def note(self) -> str | None:
-        stored: dict[str, int] = {}
-        for t in self.tensors.values():
-            if t.tensor_type.name not in self.FLOAT_TYPES:
-                stored[t.tensor_type.name] = stored.get(t.tensor_type.name, 0) + 1
-        if not stored:
-            return None
-        kinds = ", ".join(f"{n} {k}" for k, n in sorted(stored.items()))
-        return (f"{sum(stored.values())} of {len(self.tensors)} tensors are stored quantized in "
-                f"this GGUF file ({kinds}); the baseline they are compared with is their "
-                "dequantized values, not the original weights; 'bytes' counts them as "
-                "float32, the 'type' column says how the file stores each tensor")
+_GGUF_FLOAT_TYPES = ("F32", "F16", "BF16", "F64")
 
 
-def _open_source(model: ModelLike) -> tuple[_TensorSource, str, Callable[[], None]]:
+def _gguf_source(path: Path) -> _Source:
+    """Every tensor of a GGUF file is read as float32, dequantized if stored quantized; the
+    explorer then measures the error against those dequantized values, as the note says."""
+    tensors = {t.name: t for t in open_gguf(path).tensors}
+    headers = [_Header(t.name, tuple(int(d) for d in reversed(t.shape.tolist())), True,
+                       "float32", t.tensor_type.name, int(t.n_bytes)) for t in tensors.values()]
+    kinds = Counter(h.stored_type for h in headers if h.stored_type not in _GGUF_FLOAT_TYPES)
+    note = None
+    if kinds:
+        listed = ", ".join(f"{n} {k}" for k, n in sorted(kinds.items()))
+        note = (f"{sum(kinds.values())} of {len(headers)} tensors are stored quantized in this "
+                f"GGUF file ({listed}); the baseline they are compared with is their dequantized "
+                "values, not the original weights; 'bytes' counts them as float32, the 'type' "
+                "column says how the file stores each tensor")
+    return _Source(str(path), headers, lambda name: dequantize_tensor(path, tensors[name]),
+                   note=note, file_bytes=path.stat().st_size)
+
+
+def _open_source(model: ModelLike) -> _Source:
     if model is None:
-        ckpt = open_checkpoint(fetch_model("minilm"))
-        return _CheckpointSource(ckpt), MODELS["minilm"].name, ckpt.close
+        return _checkpoint_source(open_checkpoint(fetch_model("minilm")), MODELS["minilm"].name,
+                                  owned=True)
     if isinstance(model, Checkpoint):
-        return _CheckpointSource(model), str(model.path), lambda: None
+        return _checkpoint_source(model, str(model.path), owned=False)
     if isinstance(model, Mapping):
-        return _ArraySource(model), "<arrays>", lambda: None
+        return _array_source(model)
     if Path(model).suffix.lower() == ".gguf":
-        return _GGUFSource(Path(model)), str(model), lambda: None
+        return _gguf_source(Path(model))
     ckpt = open_checkpoint(model)
     if ckpt.metadata.get("format") in FORMATS:
         ckpt.close()
         raise ModelFileError(ckpt.path, "this is a model gqlearn already quantized; read it "
                                         "with gqlearn.io.load_quantized, and explore the "
                                         f"original (its source: {ckpt.metadata.get('source')})")
-    return _CheckpointSource(ckpt), str(model), ckpt.close
+    return _checkpoint_source(ckpt, str(model), owned=True)
 
 
 _T = TypeVar("_T")
@@ -610,23 +547,25 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
         unknown = [r for r in roles if r not in ROLES]
         if unknown:
             raise ValueError(f"unknown roles {unknown}; roles are {ROLES}")
-    source, label, close = _open_source(model)
+    source = _open_source(model)
     results: list[TensorResult] = []
     quantized: dict[str, QuantizedTensor] = {}
     kept: dict[str, np.ndarray] = {}
     writer = None
     try:
-        plan = _plan(source, requested, policy, roles)
+        plan = _plan(source.headers, requested, policy, roles)
+        headers = {h.name: h for h in source.headers}
         if save is not None:
-            writer = SavedModelWriter(save, plan, label, requested, bits, rounding, policy)
+            writer = SavedModelWriter(save, plan, source.label, requested, bits, rounding,
+                                      policy)
         for p in _progress(plan, progress, "quantizing"):
-            w = source.get(p.name)
-            stored = source.stored(p.name)
+            w, h = source.get(p.name), headers[p.name]
             if not p.quantized:
                 results.append(TensorResult(p.name, p.role, p.shape, p.dtype, False,
                                             bytes_before=w.nbytes, bytes_after=w.nbytes,
                                             kept_because=p.kept_because,
-                                            **stored))
+                                            stored_type=h.stored_type,
+                                            stored_bytes=h.stored_bytes))
                 if keep:
                     kept[p.name] = w
                 if writer:
@@ -637,7 +576,8 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
                                      threads=threads)
             except ValueError as exc:
                 raise ValueError(f"{p.name}: {exc}") from exc
-            results.append(_measure(p.name, p.role, w, qt, requested, **stored))
+            results.append(_measure(p.name, p.role, w, qt, requested, h.stored_type,
+                                    h.stored_bytes))
             if keep:
                 quantized[p.name] = qt
             if writer:
@@ -651,30 +591,27 @@ def explore(model: ModelLike = None, group_size: GroupSize = 128, *, bits: int =
             writer.abort()
         raise
     finally:
-        close()
-    notes = [n for n in [getattr(source, "note", None)] if n]
-    return ExploreReport(label, requested, bits, rounding, policy, results, quantized, kept,
-                         notes, getattr(source, "file_bytes", None))
+        source.close()
+    notes = [source.note] if source.note else []
+    return ExploreReport(source.label, requested, bits, rounding, policy, results, quantized, kept,
+                         notes, source.file_bytes)
 
 
-def _plan(source: _TensorSource, requested: GroupSize, policy: Policy,
+def _plan(headers: list[_Header], requested: GroupSize, policy: Policy,
           roles: Sequence[str] | None) -> list[TensorEntry]:
     """Decide, from the headers alone, what happens to every tensor."""
     plan = []
-    for name in sorted(source.keys(), key=natural_key):
-        role = classify(name)
-        shape = tuple(source.shape(name))
-        is_float = source.is_float(name)
-        dtype = source.dtype_name(name)
-        why = keep_reason(name, shape, is_float, roles)
+    for h in sorted(headers, key=lambda h: natural_key(h.name)):
+        role = classify(h.name)
+        why = keep_reason(h.name, h.shape, h.is_float, roles)
         if why is None:
             try:
-                used = resolve_group_size(shape, requested, policy)
+                used = resolve_group_size(h.shape, requested, policy)
             except ValueError as exc:
-                raise ValueError(f"{name}: {exc}") from exc
-            plan.append(TensorEntry(name, role, shape, dtype, True, used, None))
+                raise ValueError(f"{h.name}: {exc}") from exc
+            plan.append(TensorEntry(h.name, role, h.shape, h.dtype, True, used, None))
         else:
-            plan.append(TensorEntry(name, role, shape, dtype, False, None, why))
+            plan.append(TensorEntry(h.name, role, h.shape, h.dtype, False, None, why))
     return plan
 
 
