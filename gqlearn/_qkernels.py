@@ -26,7 +26,7 @@ from numba.extending import intrinsic
 _FAST = {"reassoc", "contract", "nsz"}
 
 
-def _nibble_groups(chunks: int, groups: int, int8: bool = False):
+def _nibble_groups(chunks: int, groups: int, int8: bool = False):  # a numba intrinsic
     """An intrinsic ``f(acc, row, xe, xo, s)`` (addresses) for ``groups`` 4-bit groups of
     ``chunks`` x 16 packed bytes each (group size ``32 * chunks``):
 

@@ -173,7 +173,7 @@ class QuantizedTensor:
     def __delattr__(self, name: str) -> None:
         raise AttributeError(f"QuantizedTensor is immutable: cannot delete {name!r}")
 
-    def __reduce__(self):
+    def __reduce__(self):  # pickles through _from_packed_unchecked, skipping the checks
         return (_from_packed_unchecked, (self._packed, self._shape, self.scales, self.group_size,
                                          self.bits, self.rounding, self.reciprocal))
 

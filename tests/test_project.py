@@ -58,7 +58,7 @@ def test_readme_library_example_runs_and_its_comments_hold():
     code = re.search(r"```python\n(.*?)```", readme, re.S).group(1)
     code = code.replace("(4096, 4096)", "(256, 4096)")  # same widths, smaller tensor
     namespace: dict = {}
-    exec(code, namespace)
+    exec(code, namespace)  # our own README's code
     qt, gqlearn = namespace["qt"], namespace["gqlearn"]
     assert (qt.bits_per_weight, round(qt.compression_ratio("bf16"), 2)) == (8.25, 1.94)
     assert gqlearn.choose_group_size(384, 256) == 128

@@ -334,7 +334,7 @@ def test_pool_resize_is_thread_safe(monkeypatch):
                 qt = gqlearn.quantize(w, 32, backend="numpy", threads=r.randint(2, 16),
                                       chunk_elements=4096)
                 assert np.array_equal(qt.values, reference)
-            except Exception as exc:
+            except Exception as exc:  # collected and reported below
                 errors.append(repr(exc))
 
     for trial in range(6):

@@ -69,5 +69,5 @@ def call_learner(fn: Callable[..., Any], *args: Any) -> tuple[Any, str | None]:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             return fn(*args), None
-    except Exception as exc:
+    except Exception as exc:  # the learner's code may raise anything
         return None, f"{type(exc).__name__}: {exc}"

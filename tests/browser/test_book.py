@@ -159,7 +159,7 @@ def served_book(book: Path) -> Iterator[str]:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: object) -> None:
+    def log_message(self, format: str, *args: object) -> None:  # `format`: the stdlib's name
         pass
 
 
