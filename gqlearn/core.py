@@ -52,7 +52,6 @@ __all__ = ["QuantizedTensor", "quantize", "dequantize", "qmax_for_bits",
 Rounding = Literal["half_away", "half_even"]
 
 
-
 def qmax_for_bits(bits: int) -> int:
     """Largest quantized magnitude for symmetric ``bits``-bit quantization: ``2**(bits-1) - 1``."""
     return 2 ** (check_bits(bits) - 1) - 1
@@ -303,20 +302,16 @@ def _block_absmax(src: np.ndarray) -> np.ndarray:
     k, n = src.shape
     a = scratch("absmax", src.size)
     with np.errstate(over="ignore"):  # float64 beyond float32's range -> inf, reported after
-        return _block_absmax_into(src, a, k, n)
-
-
-def _block_absmax_into(src: np.ndarray, a: np.ndarray, k: int, n: int) -> np.ndarray:
-    if n <= _TRANSPOSE_UP_TO:
-        # numpy reduces short rows slowly (per-row overhead); a transposed copy turns the
-        # reduction into n elementwise maxima over rows of length k, which vectorize.
-        a = a.reshape(n, k)
-        np.copyto(a, src.T, casting="unsafe")
-        np.abs(a, out=a)
-        return np.maximum.reduce(a, axis=0)
-    a = a.reshape(k, n)
-    np.abs(src, out=a, dtype=np.float32, casting="unsafe")
-    return np.maximum.reduce(a, axis=1)
+        if n <= _TRANSPOSE_UP_TO:
+            # numpy reduces short rows slowly (per-row overhead); a transposed copy turns the
+            # reduction into n elementwise maxima over rows of length k, which vectorize.
+            a = a.reshape(n, k)
+            np.copyto(a, src.T, casting="unsafe")
+            np.abs(a, out=a)
+            return np.maximum.reduce(a, axis=0)
+        a = a.reshape(k, n)
+        np.abs(src, out=a, dtype=np.float32, casting="unsafe")
+        return np.maximum.reduce(a, axis=1)
 
 
 def _scales_from_absmax(amax: np.ndarray, qmax: int) -> np.ndarray:

@@ -206,18 +206,14 @@ class Llama:
         if missing:
             raise ValueError(f"missing weights: {missing[:5]}"
                              + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        if "output.weight" in weights:  # an untied output matrix (SmolLM2 has none)
+            expected["output.weight"] = expected["token_embd.weight"]
         self.weights: dict[str, np.ndarray] = {}
         for name, shape in expected.items():
             w = np.ascontiguousarray(weights[name], dtype=np.float32)
             if w.shape != shape:
                 raise ValueError(f"{name} has shape {w.shape}, expected {shape}")
             self.weights[name] = w
-        if "output.weight" in weights:  # an untied output matrix (SmolLM2 has none)
-            out = np.ascontiguousarray(weights["output.weight"], dtype=np.float32)
-            if out.shape != expected["token_embd.weight"]:
-                raise ValueError(f"output.weight has shape {out.shape}, expected "
-                                 f"{expected['token_embd.weight']}")
-            self.weights["output.weight"] = out
 
     @property
     def output_name(self) -> str:

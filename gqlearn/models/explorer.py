@@ -126,11 +126,8 @@ class TensorResult:
 
     def to_dict(self) -> dict[str, object]:
         d = asdict(self)
-        d["shape"] = list(self.shape)
-        d["backed_off"] = self.backed_off
-        d["lossless"] = self.lossless
-        d.pop("sum_sq_error")
-        d.pop("sum_sq_signal")
+        del d["sum_sq_error"], d["sum_sq_signal"]
+        d.update(shape=list(self.shape), backed_off=self.backed_off, lossless=self.lossless)
         if d["sqnr_db"] is not None and math.isinf(d["sqnr_db"]):
             d["sqnr_db"] = None  # JSON has no infinity; null with "lossless": true means exact
         return d
@@ -317,10 +314,6 @@ class ExploreReport:
         return self.table()
 
 
-def _dtype_name(a: np.ndarray) -> str:
-    return "bfloat16" if a.dtype.name == "bfloat16" else str(a.dtype)
-
-
 def _shorten_middle(text: str, width: int) -> str:
     """``text`` cut to ``width`` characters by replacing its middle with ``...``; a tensor
     name keeps its start up to the layer number when it can.
@@ -378,7 +371,7 @@ def _measure(name: str, role: str, w: np.ndarray, qt: QuantizedTensor,
              requested: GroupSize, stored_type: str, stored_bytes: int) -> TensorResult:
     rep = error_report(w.reshape(qt.shape), qt)
     return TensorResult(
-        name=name, role=role, shape=tuple(w.shape), dtype=_dtype_name(w), quantized=True,
+        name=name, role=role, shape=tuple(w.shape), dtype=w.dtype.name, quantized=True,
         group_size=qt.group_size, requested_group_size=requested, n_groups=qt.n_groups,
         max_abs_error=rep.max_abs_error, mean_abs_error=rep.mean_abs_error,
         rms_error=math.sqrt(rep.mse), sqnr_db=rep.sqnr_db,
@@ -418,7 +411,7 @@ def _array_source(arrays: Mapping[str, np.ndarray]) -> _Source:
     for name, value in arrays.items():
         a = np.asarray(value)
         headers.append(_Header(name, a.shape, a.dtype.kind == "f" or a.dtype.name == "bfloat16",
-                               _dtype_name(a), codes.get(a.dtype.name, a.dtype.name), a.nbytes))
+                               a.dtype.name, codes.get(a.dtype.name, a.dtype.name), a.nbytes))
     return _Source("<arrays>", headers, lambda name: np.asarray(arrays[name]))
 
 
