@@ -12,7 +12,7 @@ import functools
 from collections.abc import Iterator
 from types import ModuleType
 
-__all__ = ["fused_kernels", "require_fused_kernels", "numba_threads"]
+__all__ = ["fused_kernels", "require_fused_kernels", "pick_backend", "numba_threads"]
 
 
 @functools.cache
@@ -31,6 +31,18 @@ def require_fused_kernels() -> ModuleType:
     if module is None:
         raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
     return module
+
+
+def pick_backend(backend: str, numba_pays: bool) -> str:
+    """``"numba"`` or ``"numpy"`` for a ``backend`` argument: ``"auto"`` takes numba when it is
+    installed and the caller says it pays off for this call (``numba_pays``)."""
+    if backend not in ("auto", "numpy", "numba"):
+        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
+    if backend == "numba":
+        require_fused_kernels()
+        return "numba"
+    use = backend == "auto" and numba_pays and fused_kernels() is not None
+    return "numba" if use else "numpy"
 
 
 @contextlib.contextmanager

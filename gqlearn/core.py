@@ -42,7 +42,7 @@ from ._checks import (
     check_rounding,
     nonfinite_error,
 )
-from ._numba import fused_kernels, numba_threads, require_fused_kernels
+from ._numba import fused_kernels, numba_threads, pick_backend, require_fused_kernels
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from ._rounding import round_half_away
 
@@ -347,17 +347,9 @@ def available_backends() -> list[str]:
 
 
 def _pick_backend(backend: str, n_groups: int, threads: int) -> str:
-    if backend not in ("auto", "numpy", "numba"):
-        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
-    if backend == "numba":
-        if fused_kernels() is None:
-            raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
-        return "numba"
     # The fused kernel parallelises over groups; a handful of huge groups (per-tensor
     # quantization) is better served by the numpy path, which splits groups into pieces.
-    if backend == "auto" and fused_kernels() is not None and n_groups >= 4 * threads:
-        return "numba"
-    return "numpy"
+    return pick_backend(backend, numba_pays=n_groups >= 4 * threads)
 
 
 def quantize(w: np.ndarray, group_size: int, *, bits: int = 8, rounding: Rounding = "half_away",

@@ -12,7 +12,7 @@ import numpy as np
 
 from . import _parallel
 from ._checks import as_weights
-from ._numba import fused_kernels, numba_threads, require_fused_kernels
+from ._numba import numba_threads, require_fused_kernels
 from ._parallel import Block, plan_blocks, run_blocks, scratch
 from .core import QuantizedTensor
 
@@ -180,16 +180,14 @@ def error_report(w: np.ndarray, qt: QuantizedTensor, *, threads: int | None = No
 
 def _fused_sums(groups: np.ndarray, values: np.ndarray, scales: np.ndarray,
                 threads: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int]:
-    if fused_kernels() is None:
-        raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
+    kernels = require_fused_kernels()
     n = scales.size
     gmax, gsq, gsig, gabs = np.empty(n, np.float32), np.empty(n), np.empty(n), np.empty(n)
     zeroed, nonzero = np.empty(n, np.int64), np.empty(n, np.int64)
     with np.errstate(over="ignore"):  # float64 beyond float32's range: reported after
         groups = groups.astype(np.float32, copy=False)
     with numba_threads(threads):
-        require_fused_kernels().group_errors(groups, values, scales,
-                                             gmax, gsq, gsig, gabs, zeroed, nonzero)
+        kernels.group_errors(groups, values, scales, gmax, gsq, gsig, gabs, zeroed, nonzero)
     return gmax, gsq, gsig, gabs, int(zeroed.sum()), int(nonzero.sum())
 
 

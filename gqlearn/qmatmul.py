@@ -26,7 +26,7 @@ from typing import cast
 import numpy as np
 
 from . import _parallel, packing
-from ._numba import fused_kernels, numba_threads
+from ._numba import fused_kernels, numba_threads, pick_backend
 from .core import QuantizedTensor
 
 __all__ = ["qmatmul", "dequantize_packed", "QMATMUL_NUMBA_MAX_BATCH"]
@@ -51,15 +51,7 @@ def _qkernels() -> ModuleType | None:
 
 
 def _pick(backend: str, batch: int) -> str:
-    if backend not in ("auto", "numpy", "numba"):
-        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
-    if backend == "numba":
-        if _qkernels() is None:
-            raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
-        return "numba"
-    if backend == "auto" and _qkernels() is not None and batch <= QMATMUL_NUMBA_MAX_BATCH:
-        return "numba"
-    return "numpy"
+    return pick_backend(backend, numba_pays=batch <= QMATMUL_NUMBA_MAX_BATCH)
 
 
 def _dequantize_block(qt: QuantizedTensor, r0: int, r1: int, out: np.ndarray) -> None:
@@ -79,12 +71,8 @@ def dequantize_packed(qt: QuantizedTensor, *, threads: int, chunk: int,
     n = qt.shape[-1]
     rows = qt.size // n
     out = np.empty((rows, n), dtype=np.float32)
-    if backend not in ("auto", "numpy", "numba"):
-        raise ValueError(f"unknown backend {backend!r}; use 'auto', 'numpy' or 'numba'")
-    if backend != "numpy" and (backend == "numba" or _qkernels() is not None):
-        kernels = _qkernels()
-        if kernels is None:
-            raise ImportError("backend='numba' needs numba: pip install 'gqlearn[fast]'")
+    if pick_backend(backend, numba_pays=True) == "numba":
+        kernels = cast(ModuleType, _qkernels())  # numba is installed
         with numba_threads(threads):
             kernels.dequantize_rows(qt.packed.reshape(rows, -1), qt.scales.reshape(rows, -1),
                                     qt.bits, qt.group_size, n, out)
@@ -174,7 +162,7 @@ def qmatmul(x: np.ndarray, qt: QuantizedTensor, *, threads: int | None = None,
         threads = min(threads, max(1, qt.size * batch // _WEIGHTS_PER_THREAD))
         rows_per_task = max(1, -(-out_features // (8 * threads)))
         with numba_threads(threads):
-            fused = cast(ModuleType, _qkernels())  # _pick chose numba: the kernels loaded
+            fused = cast(ModuleType, _qkernels())  # numba is installed
             fused.qmatmul_rows(qt.packed, qt.scales, x2, qt.bits, qt.group_size,
                                in_features, rows_per_task, out)
     elif batch:
