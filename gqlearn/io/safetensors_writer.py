@@ -113,11 +113,10 @@ def remove_leftovers(path: str | os.PathLike[str]) -> list[Path]:
             os.close(fd)
     return removed
 
+
 _DTYPES = {"float64": "F64", "float32": "F32", "float16": "F16", "bfloat16": "BF16",
            "int64": "I64", "int32": "I32", "int16": "I16", "int8": "I8", "uint64": "U64",
            "uint32": "U32", "uint16": "U16", "uint8": "U8", "bool": "BOOL"}
-_WIDTH = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1,
-          "U64": 8, "U32": 4, "U16": 2, "U8": 1, "BOOL": 1}
 
 
 def safetensors_dtype(dtype: np.dtype | type) -> str:
@@ -172,7 +171,7 @@ class StreamingSafetensorsWriter:
         for name, dtype, shape in layout:
             code = safetensors_dtype(dtype)
             shape = tuple(int(d) for d in shape)
-            end = offset + math.prod(shape) * _WIDTH[code]
+            end = offset + math.prod(shape) * np.dtype(dtype).itemsize
             header[name] = {"dtype": code, "shape": list(shape), "data_offsets": [offset, end]}
             self._expected.append((name, code, shape))
             offset = end
