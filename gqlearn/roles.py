@@ -80,14 +80,6 @@ _PATTERNS = [(role, re.compile(p + r"$", re.IGNORECASE)) for role, p in _RAW_PAT
 _LAYER = re.compile(r"(?:^|\.)(?:layers?|h|blocks?|blk)\.(\d+)\.")
 
 
-def _module_path(name: str) -> tuple[str, str]:
-    """Split ``a.b.weight`` into (``a.b``, ``weight``)."""
-    module, _, leaf = name.rpartition(".")
-    if not module:
-        return name, ""
-    return module, leaf
-
-
 def classify(name: str) -> str:
     """The role of a tensor, from its name.
 
@@ -112,17 +104,15 @@ def classify(name: str) -> str:
     >>> [classify(n) for n in ("h.11.attn.c_attn.weight", "h.11.ln_1.bias", "h.0.mlp.c_fc.bias")]
     ['attn_qkv', 'norm', 'bias']
     """
-    module, leaf = _module_path(name)
+    module, _, leaf = name.rpartition(".")  # "a.b.weight" -> "a.b", "weight"
+    if not module:
+        module, leaf = name, ""
     if leaf not in ("weight", "bias", ""):
         return "other"  # buffers such as position_ids or rotary inv_freq
     for role, pattern in _PATTERNS:
         if pattern.search(module) or (role == "norm" and pattern.search(name)):
-            if role != "norm" and leaf == "bias":
-                return "bias"
-            return role
-    if leaf == "bias":
-        return "bias"
-    return "other"
+            return "bias" if role != "norm" and leaf == "bias" else role
+    return "bias" if leaf == "bias" else "other"
 
 
 def llama_block_shapes(hidden: int, ffn: int, kv: int) -> dict[str, tuple[int, int]]:
