@@ -7,7 +7,6 @@ knows what a LLaMA model needs from it: the ``llama.*`` metadata keys and the we
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -60,31 +59,25 @@ def read_llama_config(source: GGUFSource) -> LlamaConfig:
         raise GGUFError(f"{path}: neither llama.vocab_size nor tokenizer.ggml.tokens is present")
     ctx = reader.get_field("llama.context_length")
 
+    def num(key: str) -> int:
+        return int(require_field(reader, path, key))
+
     def f32(key: str) -> float:  # the shortest decimal that is the stored float32
         return float(str(np.float32(require_field(reader, path, key))))
 
     try:
-        return _llama_config(reader, path, vocab_size, ctx, f32)
+        return LlamaConfig(
+            vocab_size=vocab_size, hidden_size=num("llama.embedding_length"),
+            n_layers=num("llama.block_count"), n_heads=num("llama.attention.head_count"),
+            n_kv_heads=num("llama.attention.head_count_kv"),
+            ffn_size=num("llama.feed_forward_length"), rope_base=f32("llama.rope.freq_base"),
+            rms_eps=f32("llama.attention.layer_norm_rms_epsilon"),
+            context_length=int(field_value(ctx, path)) if ctx is not None else 2048)
     except GGUFError:
         raise
     except (ValueError, TypeError, OverflowError) as exc:  # a string or array where a number
         raise GGUFError(path, f"the llama.* metadata is not a valid configuration: "
                               f"{exc}") from None
-
-
-def _llama_config(reader: Any, path: Path, vocab_size: int, ctx: Any,
-                  f32: Any) -> LlamaConfig:
-    return LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=int(require_field(reader, path, "llama.embedding_length")),
-        n_layers=int(require_field(reader, path, "llama.block_count")),
-        n_heads=int(require_field(reader, path, "llama.attention.head_count")),
-        n_kv_heads=int(require_field(reader, path, "llama.attention.head_count_kv")),
-        ffn_size=int(require_field(reader, path, "llama.feed_forward_length")),
-        rope_base=f32("llama.rope.freq_base"),
-        rms_eps=f32("llama.attention.layer_norm_rms_epsilon"),
-        context_length=int(field_value(ctx, path)) if ctx is not None else 2048,
-    )
 
 
 def load_gguf(source: GGUFSource) -> tuple[LlamaConfig, dict[str, np.ndarray]]:
@@ -108,8 +101,6 @@ def load_llama(source: GGUFSource) -> Llama:
         return Llama(config, weights)
     except ValueError as exc:
         raise GGUFError(f"{path}: {exc}") from exc
-
-
 
 
 def load_smollm2(*, quiet: bool = False) -> tuple[Llama, Any]:
