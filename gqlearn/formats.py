@@ -45,7 +45,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import as_weights, check_group_size
+from ._checks import as_weights, check_bits, check_group_size
 from .core import QuantizedTensor, dequantize, quantize
 
 __all__ = ["QuantizedTensor", "quantize", "dequantize", "Q8_0_BLOCK", "quantize_q8_0", "to_q8_0",
@@ -86,8 +86,7 @@ def quantize_q8_0(w: np.ndarray, **kwargs: Any) -> np.ndarray:
     >>> quantize_q8_0(w).shape
     (34,)
     """
-    qt = quantize(w, Q8_0_BLOCK, rounding="half_away", reciprocal=True, **kwargs)
-    return to_q8_0(qt)
+    return to_q8_0(quantize(w, Q8_0_BLOCK, rounding="half_away", reciprocal=True, **kwargs))
 
 
 # --- min/max (asymmetric, Q4_1-style) -----------------------------------------------------
@@ -172,8 +171,7 @@ def quantize_minmax(w: np.ndarray, group_size: int, *, bits: int = 4,
     """
     w = as_weights(w)
     group_size = check_group_size(group_size, w.shape[-1])
-    if isinstance(bits, bool) or not isinstance(bits, (int, np.integer)) or not 2 <= bits <= 8:
-        raise ValueError(f"bits must be an integer from 2 to 8, got {bits!r}")
+    bits = check_bits(bits)
     groups = np.ascontiguousarray(w, dtype=np.float32).reshape(-1, group_size)
     if not np.isfinite(groups).all():
         raise ValueError("w must be finite (it holds inf or nan)")
@@ -197,7 +195,7 @@ def quantize_minmax(w: np.ndarray, group_size: int, *, bits: int = 4,
         raise ValueError(f"a group's step or minimum does not fit in {np.dtype(scale_dtype).name}")
     grid = (*w.shape[:-1], w.shape[-1] // group_size)
     return MinMaxQuantized(codes.reshape(w.shape), d_stored.reshape(grid),
-                           lo_stored.reshape(grid), group_size, int(bits))
+                           lo_stored.reshape(grid), group_size, bits)
 
 
 def dequantize_minmax(qt: MinMaxQuantized) -> np.ndarray:
