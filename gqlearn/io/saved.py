@@ -113,7 +113,6 @@ def _stored_values(qt: QuantizedTensor, shape: tuple[int, ...]) -> np.ndarray:
     return qt.values.reshape(shape) if qt.bits == 8 else qt.packed
 
 
-
 class SavedModelWriter:
     """Write a quantized model tensor by tensor, in the order of ``entries``, atomically.
 
