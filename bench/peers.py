@@ -2,8 +2,8 @@
 
 ``quantize_q80_llama2c`` is a line-by-line numpy transcription of llama2.c's
 ``export.py:quantize_q80`` (torch there: float32 division, ``torch.round`` = half to even).
-The tests keep their own copy in ``tests/reference.py``, where it is an independent
-implementation to agree with; the benchmarks never import the tests.
+The tests check gqlearn against it too (``tests/reference.py`` imports it); the benchmarks never
+import the tests.
 """
 
 import numpy as np
