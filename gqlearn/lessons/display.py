@@ -115,6 +115,27 @@ def plt() -> Any:
 _DRAW_LOCK = threading.RLock()
 
 
+def plain_log_labels(*axes: Any) -> None:
+    """Label log axes in plain numbers (``0.01``, ``0.0625``, ``5,600``), not mathtext (``10^-2``).
+
+    Matplotlib writes log ticks, minor ones too, as mathtext, whose parser is shared and not
+    thread-safe; a widget may draw on a thread beside the main one, so widget figures keep to
+    plain labels (``tests/test_lessons_widget_text.py`` checks every widget).  Which ticks get a
+    label is still matplotlib's choice.
+    """
+    from matplotlib.ticker import LogFormatter
+
+    class PlainLogFormatter(LogFormatter):
+        def __call__(self, x: float, pos: int | None = None) -> str:
+            if not super().__call__(x, pos):
+                return ""
+            return f"{x:,.0f}" if 1 <= x < 1e7 and x == round(x) else f"{x:.3g}"
+
+    for axis in axes:
+        axis.set_major_formatter(PlainLogFormatter())
+        axis.set_minor_formatter(PlainLogFormatter(labelOnlyBase=False))
+
+
 def show_figure(fig: Any) -> None:
     """Display ``fig`` once: closed in pyplot first, so nothing but this call draws it."""
     from IPython.display import display

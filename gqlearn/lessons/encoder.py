@@ -17,7 +17,7 @@ from ..group_size import parse_group_size, resolve_group_size, setting_label
 from ..io.safetensors import Checkpoint
 from ..models import SentenceEncoder, cosine_similarity, explore, load_reference_embeddings
 from ..roles import LINEAR_ROLES, ROLES, classify, layer_index, short_name
-from .display import Table, live_widget, plt, show_figure
+from .display import Table, live_widget, plain_log_labels, plt, show_figure
 from .exercises import Feedback, call_learner, right, wrong
 
 __all__ = ["recurring_channels", "plot_role_histograms",
@@ -214,7 +214,6 @@ def show_tensor(ckpt: Checkpoint, name: str, group_size: int | str = 128, bits: 
     """One tensor quantized: a line of metrics, the rows with the largest group scales, the
     per-group scales (log colours) and the error histogram."""
     from matplotlib.colors import LogNorm
-    from matplotlib.ticker import LogFormatter  # plain text labels: no mathtext in widgets
 
     w = ckpt[name]
     report = explore({name: w}, group_size, bits=bits, keep=True)
@@ -230,12 +229,12 @@ def show_tensor(ckpt: Checkpoint, name: str, group_size: int | str = 128, bits: 
     fig, (a, b) = plt().subplots(1, 2, figsize=(12, 3.8))
     im = a.imshow(scales, aspect="auto", cmap="magma", interpolation="nearest",
                   norm=LogNorm(vmin=scales.min(), vmax=max(scales.max(), scales.min() * 1.01)))
-    fig.colorbar(im, ax=a, label="group scale (log)", format=LogFormatter(labelOnlyBase=False))
+    bar = fig.colorbar(im, ax=a, label="group scale (log)")
     a.set(xlabel="group along the row", ylabel="row",
           title="per-group scales: bright = a large weight in the group")
     b.hist((qt.dequantize().reshape(w.shape) - w).ravel(), bins=101, color="C1")
     b.set_yscale("log")
-    b.yaxis.set_major_formatter(LogFormatter())
+    plain_log_labels(bar.ax.yaxis, b.yaxis)  # a widget draws it: no mathtext
     b.set(xlabel="dequantized - original weight", ylabel="count (log scale)",
           title="error histogram")
     fig.tight_layout()

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from .. import core
-from .display import Table, live_widget, plt, show_figure
+from .display import Table, live_widget, plain_log_labels, plt, show_figure
 from .exercises import Feedback, call_learner, close_enough, right, wrong
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -73,6 +73,7 @@ def plot_relative_error(w: Any, group_sizes: Sequence[int]) -> Figure:
                    + (" (one scale)" if g == w.size else ""))
         ax.scatter(x[exact], np.full(exact.sum(), floor), facecolors="none", edgecolors=color)
     ax.set_yscale("log")
+    plain_log_labels(ax.yaxis)  # the group-size explorer draws it: no mathtext
     ax.set_ylim(floor / 1.5, 300)
     ax.set_xticks(idx, [f"{x:.3g}" for x in w], rotation=45, fontsize=8)
     ax.set(xlabel="weight", ylabel="relative error |w - w'| / |w| (%)",
