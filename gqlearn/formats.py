@@ -1,8 +1,8 @@
 """The storage formats of gqlearn, side by side: absmax, llama.cpp's Q8_0 bytes, min/max (Q4_1).
 
 Absmax (symmetric), the course's scheme
-    :func:`quantize` / :func:`dequantize` / :class:`QuantizedTensor` from :mod:`gqlearn.core`,
-    re-exported here: per group of ``group_size`` weights one float32 scale
+    :func:`gqlearn.quantize` / :func:`gqlearn.dequantize` / :class:`gqlearn.QuantizedTensor`
+    (their home is :mod:`gqlearn.core`): per group of ``group_size`` weights one float32 scale
     ``max|w| / qmax`` and int8 values ``round(w / scale)`` in ``-qmax..qmax``.
 
 llama.cpp's Q8_0 bytes (:func:`quantize_q8_0`, :func:`to_q8_0`)
@@ -46,10 +46,10 @@ from typing import Any
 import numpy as np
 
 from ._checks import as_weights, check_bits, check_group_size
-from .core import QuantizedTensor, dequantize, quantize
+from .core import QuantizedTensor, quantize
 
-__all__ = ["QuantizedTensor", "quantize", "dequantize", "Q8_0_BLOCK", "quantize_q8_0", "to_q8_0",
-           "MinMaxQuantized", "quantize_minmax", "dequantize_minmax"]
+__all__ = ["Q8_0_BLOCK", "quantize_q8_0", "to_q8_0", "MinMaxQuantized", "quantize_minmax",
+           "dequantize_minmax"]
 
 Q8_0_BLOCK = 32
 

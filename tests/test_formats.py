@@ -1,5 +1,5 @@
 """gqlearn.formats: the min/max (Q4_1-style) format against llama.cpp's Q4_1 (gguf.quants),
-the shared rounding helper, and the absmax view.  Q8_0 bytes are tested in test_compat.py."""
+the shared rounding helper.  Q8_0 bytes are tested in test_compat.py."""
 
 from __future__ import annotations
 
@@ -10,8 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-import gqlearn
-from gqlearn import formats
 from gqlearn._rounding import round_half_away
 from gqlearn.formats import MinMaxQuantized, dequantize_minmax, quantize_minmax
 from gqlearn.llm import load_smollm2
@@ -161,7 +159,3 @@ def test_round_half_away_is_exact_where_adding_half_is_not() -> None:
     naive = np.trunc(y + np.copysign(np.float32(0.5), y))
     assert naive[0] == 1.0  # what the one helper exists to avoid
 
-
-def test_absmax_view_is_core() -> None:
-    assert formats.quantize is gqlearn.quantize and formats.dequantize is gqlearn.dequantize
-    assert formats.QuantizedTensor is gqlearn.QuantizedTensor
